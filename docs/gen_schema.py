@@ -1,6 +1,6 @@
 """Regenerate docs/schema.md from the code: `python docs/gen_schema.py > docs/schema.md`.
 A test fails when the committed file is stale."""
-from vlaflow.schemas import ACTION, SCHEMA_VERSION, STATE
+from vlaflow.schemas import ACTION, SCHEMA_VERSION, STATE, TRAJ_HORIZON, TRAJECTORY
 from vlaflow.schemas.columns import CAMERA_ROLES
 
 
@@ -41,9 +41,24 @@ repeats it.
 Camera roles: {", ".join(f"`{r}`" for r in CAMERA_ROLES)}. A role a dataset does not have is null.
 `image_transform` records any change to the pixels (`bgr_to_rgb`, `flip_vertical`, ...); otherwise the
 encoded bytes are the source's, untouched.
+
+Frames are stored one of two ways per camera: encoded bytes in `images.<role>` (HF Image layout), or a
+reference `videos.<role>` = `{{path, frame_index}}` into an MP4 written beside the shard (`path` relative to
+the output root, `frame_index` an integer in presentation order; the manifest lists each MP4 with its
+checksum and frame count). A role uses one or the other, never both.
+
+## Trajectory targets
+
+`trajectory` / `trajectory_mask`: fixed_size_list[{TRAJ_HORIZON}] of fixed_size_list[{TRAJECTORY.width}] per row, null
+where a row carries none (robot rows). `trajectory[t, k]` describes sample t + 1 + k of the episode, expressed
+in the **camera frame of row t** (OpenCV: x right, y down, z forward, metres); `*_uv` are pixel
+coordinates divided by the image width/height, masked outside the image and behind the camera. Horizon
+steps past the episode end, unseen or low-confidence joints are masked (values 0), never zero-filled as
+data. The dataset's `trajectory` metadata names the frame, horizon, stride and free points.
 """]
-    for lay in (ACTION, STATE):
-        out.append(f"## `{lay.kind}` slots (width {lay.width})\n")
+    for lay in (ACTION, STATE, TRAJECTORY):
+        per = " per horizon step" if lay is TRAJECTORY else ""
+        out.append(f"## `{lay.kind}` slots (width {lay.width}{per})\n")
         out.append("| slot | offset | width | unit | meaning |\n|---|---|---|---|---|")
         for s in lay.to_json():
             out.append(f"| `{s['name']}` | {s['start']} | {s['width']} | {s['unit']} | {s['description']} |")

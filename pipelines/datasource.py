@@ -62,6 +62,7 @@ class _Progress:
 
 def _nbytes(ep: Episode) -> int:
     frames = sum(len(b) for f in ep.images.values() if f for b in f if b)
+    frames += sum(len(c.data) for c in ep.videos.values() if c.data)
     return frames + ep.action.nbytes + ep.state.nbytes + ep.action_raw.nbytes
 
 
@@ -81,6 +82,10 @@ def convert_group(group: Group, converter: str, input_path: str, options: Conver
         nonlocal writer, batch_bytes
         if writer is None:
             writer = ShardWriter(out, group.shard, schema)
+        for ep in batch:
+            for role, clip in ep.videos.items():
+                if clip.data is not None:
+                    ep.videos[role] = writer.videos.append(role, clip)
         writer.add(episodes_to_table(batch, schema), len(batch))
         batch.clear()
         batch_bytes = 0

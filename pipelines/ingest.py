@@ -67,7 +67,10 @@ def group_complete(out: Output, g: Group) -> bool:
     if not out.exists(group_marker(g.id)):
         return False
     shard = out.read_json(group_marker(g.id)).get("shard")
-    return shard is None or (out.exists(g.shard) and out.size(g.shard) == shard["bytes"])
+    if shard is None:
+        return True
+    return (out.exists(g.shard) and out.size(g.shard) == shard["bytes"]
+            and all(out.exists(v["path"]) and out.size(v["path"]) == v["bytes"] for v in shard.get("videos", [])))
 
 
 def _fingerprint(cfg: IngestConfig, conv: Converter, groups: list[Group]) -> dict:
@@ -204,7 +207,7 @@ def finalize(plan: Plan):
         if m["shard"]:
             shards.append({"path": m["shard"]["shard"], "dataset": g.dataset, "split": g.split,
                            **{k: m["shard"][k] for k in ("rows", "episodes", "row_groups", "bytes", "sha256")},
-                           "sources": m["sources"]})
+                           "videos": m["shard"].get("videos", []), "sources": m["sources"]})
     led["by_reason"] = dict(sorted(by_reason.items()))
     led["balanced"] = led["episodes_in"] == led["episodes_out"] + led["episodes_quarantined"]
     out.write_bytes(EPISODES, _parquet_bytes(episodes_table(rows)))
@@ -215,7 +218,8 @@ def finalize(plan: Plan):
         "target_shard_mb": cfg.target_shard_mb, "datasets": plan.datasets_meta,
         "schema": schema_metadata(plan.datasets_meta), "shards": shards,
         "totals": {"shards": len(shards), "rows": sum(s["rows"] for s in shards),
-                   "episodes": sum(s["episodes"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
+                   "episodes": sum(s["episodes"] for s in shards), "bytes": sum(s["bytes"] for s in shards),
+                   "video_bytes": sum(v["bytes"] for s in shards for v in s["videos"])},
         "episodes_table": EPISODES, "quarantine": QUARANTINE, "ledger": LEDGER,
         "warnings": warnings,
     }

@@ -5,6 +5,7 @@ import posixpath
 import re
 
 DATA_DIR = "data"
+VIDEO_DIR = "videos"  # MP4s of frames stored as video, mirroring data/ (one per shard and camera)
 META_DIR = "meta"
 MANIFEST = "meta/manifest.json"
 LEDGER = "meta/ledger.json"
@@ -42,6 +43,13 @@ def shard_path(dataset: str, split: str, index: int) -> str:
     folder = index // FILES_PER_FOLDER
     return posixpath.join(DATA_DIR, safe_component(dataset), safe_component(split or "all"),
                           f"chunk-{folder:03d}", f"shard-{index:05d}.parquet")
+
+
+def video_path(shard_rel: str, role: str, part: int = 0) -> str:
+    """``data/<ds>/<split>/chunk-000/shard-00000.parquet`` → ``videos/<ds>/<split>/chunk-000/shard-00000.<role>.mp4``."""
+    rel = posixpath.relpath(shard_rel, DATA_DIR).rsplit(".", 1)[0]
+    suffix = f".{part}" if part else ""
+    return posixpath.join(VIDEO_DIR, f"{rel}.{safe_component(role)}{suffix}.mp4")
 
 
 def group_marker(group: int) -> str:

@@ -13,6 +13,7 @@ from vlaflow.schemas import Col
 
 from .layout import ROW_GROUP_BYTES, ZSTD_LEVEL
 from .storage import HashingWriter, Output
+from .video_store import ShardVideos
 
 
 def column_compression(schema: pa.Schema) -> dict[str, str]:
@@ -82,6 +83,14 @@ class ShardWriter:
         self.sink = HashingWriter(out.fs.open_output_stream(self.tmp))
         self.row_groups = RowGroups(open_writer(self.sink.as_arrow(), schema))
         self.rows = self.episodes = 0
+        self._videos: ShardVideos | None = None
+
+    @property
+    def videos(self) -> ShardVideos:
+        """The shard's MP4s, opened when the first episode stored as video arrives."""
+        if self._videos is None:
+            self._videos = ShardVideos(self.out, self.rel)
+        return self._videos
 
     def add(self, table: pa.Table, episodes: int) -> None:
         self.row_groups.add(table, episodes)
@@ -92,7 +101,8 @@ class ShardWriter:
         self.row_groups.flush()
         self.row_groups.writer.close()
         self.sink.close()
-        self.out.fs.move(self.tmp, self.out.path(self.rel))
-        return {"shard": self.rel, "rows": self.rows, "episodes": self.episodes, "bytes": self.sink.nbytes,
+        videos = self._videos.close() if self._videos is not None else []
+        self.out.fs.move(self.tmp, self.out.path(self.rel))  # last: the shard's presence means all is written
+        return {"videos": videos, "shard": self.rel, "rows": self.rows, "episodes": self.episodes, "bytes": self.sink.nbytes,
                 "sha256": self.sink.hexdigest, "row_groups": self.row_groups.index,
                 "episode_row_group": self.row_groups.episode_row_group}

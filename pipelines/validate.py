@@ -13,12 +13,12 @@ from vlaflow.schemas import (ACTION, SCHEMA_VERSION, STATE, Col, EpCol, InputErr
 from vlaflow.schemas.columns import CAMERA_ROLES, TASK_FAMILIES
 from vlaflow.schemas.conventions import parse_fps
 
-from .layout import DATA_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE
+from .layout import DATA_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE, VIDEO_DIR
 from .storage import Output
 
 _COLUMNS = [Col.DATASET, Col.EPISODE_ID, Col.STEP_INDEX, Col.TIMESTAMP_NS, Col.TASK_FAMILY, Col.EMBODIMENT,
             Col.EMBODIMENT_PROMPT, Col.IS_FIRST, Col.IS_LAST, Col.IS_TERMINAL, Col.ACTION, Col.ACTION_MASK,
-            Col.ACTION_VALID, Col.STATE, Col.STATE_MASK]
+            Col.ACTION_VALID, Col.STATE, Col.STATE_MASK, Col.TRAJECTORY, Col.TRAJECTORY_MASK, Col.VIDEOS]
 
 
 def _fixed(col: pa.ChunkedArray, width: int) -> np.ndarray:
@@ -26,8 +26,42 @@ def _fixed(col: pa.ChunkedArray, width: int) -> np.ndarray:
     return arr.values.to_numpy(zero_copy_only=False).reshape(-1, width)
 
 
+def _check_trajectory_and_videos(table: pa.Table, name: str, videos: dict[str, int]) -> list[str]:
+    """Masked trajectory values are 0, used ones finite; every frame reference points into a listed MP4."""
+    problems = []
+    traj = table[Col.TRAJECTORY].combine_chunks()
+    if traj.null_count < len(traj):
+        tmask = table[Col.TRAJECTORY_MASK].combine_chunks()
+        present = traj.is_valid().to_numpy(zero_copy_only=False)
+        if not np.array_equal(present, tmask.is_valid().to_numpy(zero_copy_only=False)):
+            problems.append(f"{name}: trajectory and trajectory_mask are null on different rows")
+        else:
+            v = traj.filter(traj.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False)
+            m = tmask.filter(tmask.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False)
+            if np.any(v[~m] != 0):
+                problems.append(f"{name}: trajectory has non-zero values where masked out")
+            if np.any(~np.isfinite(v[m])):
+                problems.append(f"{name}: trajectory has non-finite values where used")
+    refs = table[Col.VIDEOS].combine_chunks()
+    for role in CAMERA_ROLES:
+        r = refs.field(role)
+        if r.null_count == len(r):
+            continue
+        r = r.filter(r.is_valid())
+        idx = r.field("frame_index").to_numpy(zero_copy_only=False)
+        for path, frames in zip(*(pa.table({"p": r.field("path"), "i": idx}).group_by("p").aggregate(
+                [("i", "max")])[c].to_pylist() for c in ("p", "i_max"))):
+            if path not in videos:
+                problems.append(f"{name}: videos.{role} points at {path}, not a video of this shard")
+            elif frames >= videos[path]:
+                problems.append(f"{name}: videos.{role} frame {frames} past the {videos[path]} frames of {path}")
+        if idx.min() < 0:
+            problems.append(f"{name}: videos.{role} has a negative frame index")
+    return problems
+
+
 def _check_shard(table: pa.Table, name: str, expected_prompts: dict,
-                 row_group_rows: list[int]) -> tuple[list[str], Counter, dict]:
+                 row_group_rows: list[int], videos: dict[str, int] | None = None) -> tuple[list[str], Counter, dict]:
     """→ problems, steps per episode, row group of each episode."""
     problems = []
     episode_rg: dict = {}
@@ -90,6 +124,7 @@ def _check_shard(table: pa.Table, name: str, expected_prompts: dict,
             problems.append(f"{name}: embodiment {e!r} is not registered (pass its YAML with --embodiment)")
         elif want is not None and want != p:
             problems.append(f"{name}: embodiment_prompt of {d}/{e} differs from the registry's rendering")
+    problems += _check_trajectory_and_videos(table, name, videos or {})
     return problems, lengths, episode_rg
 
 
@@ -129,6 +164,15 @@ def validate_output(uri: str, check_images: bool = False) -> tuple[list[str], di
     for sh in manifest["shards"]:
         rel = sh["path"]
         listed.add(rel)
+        shard_videos = {}
+        for v in sh.get("videos", []):
+            listed.add(v["path"])
+            if not out.exists(v["path"]):
+                problems.append(f"{v['path']}: listed in the manifest but missing")
+            elif out.size(v["path"]) != v["bytes"] or out.sha256(v["path"]) != v["sha256"]:
+                problems.append(f"{v['path']}: size or sha256 differs from the manifest (corrupted or rewritten)")
+            else:
+                shard_videos[v["path"]] = v["frames"]
         if not out.exists(rel):
             problems.append(f"{rel}: listed in the manifest but missing")
             continue
@@ -154,7 +198,7 @@ def validate_output(uri: str, check_images: bool = False) -> tuple[list[str], di
                 problems.append(f"{rel}: {pf.num_row_groups} row groups, manifest says {sh['row_groups']}")
             table = pf.read(columns=_COLUMNS)
             rg_rows = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
-            p, ln, rg = _check_shard(table, rel, prompts, rg_rows)
+            p, ln, rg = _check_shard(table, rel, prompts, rg_rows, shard_videos)
             episode_rg.update(rg)
             problems += p
             dup = set(ln) & set(lengths)
@@ -163,9 +207,10 @@ def validate_output(uri: str, check_images: bool = False) -> tuple[list[str], di
             lengths.update(ln)
             if check_images:
                 problems += _check_images(pf, rel)
-    stray = [f for f in out.list_files(DATA_DIR) if f not in listed]
-    if stray:
-        problems.append(f"files under data/ not in the manifest: {stray[:5]}")
+    for folder in (DATA_DIR, VIDEO_DIR):
+        stray = [f for f in out.list_files(folder) if f not in listed]
+        if stray:
+            problems.append(f"files under {folder}/ not in the manifest: {stray[:5]}")
     eps = pq.read_table(out.path(EPISODES), filesystem=out.fs) if out.exists(EPISODES) else None
     if eps is None:
         problems.append(f"{EPISODES} missing")

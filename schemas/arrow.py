@@ -6,13 +6,19 @@ import json
 import pyarrow as pa
 
 from .columns import CAMERA_ROLES, Col, EpCol
-from .slots import ACTION, GRIPPER_CONVENTION, ROTATION_REPR, SCHEMA_VERSION, STATE
+from .slots import ACTION, GRIPPER_CONVENTION, ROTATION_REPR, SCHEMA_VERSION, STATE, TRAJ_HORIZON, TRAJECTORY
 
 METADATA_KEY = b"vlaflow"
 
 # Hugging Face Image storage layout; `datasets` and the Hub viewer decode it as images.
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 IMAGES_TYPE = pa.struct([(role, IMAGE_TYPE) for role in CAMERA_ROLES])
+# A frame stored in an MP4 beside the shard: path relative to the output root + integer frame index
+# (presentation order), never a float timestamp.
+VIDEO_REF_TYPE = pa.struct([("path", pa.string()), ("frame_index", pa.int32())])
+VIDEOS_TYPE = pa.struct([(role, VIDEO_REF_TYPE) for role in CAMERA_ROLES])
+TRAJECTORY_TYPE = pa.list_(pa.list_(pa.float32(), TRAJECTORY.width), TRAJ_HORIZON)
+TRAJECTORY_MASK_TYPE = pa.list_(pa.list_(pa.bool_(), TRAJECTORY.width), TRAJ_HORIZON)
 
 _DICT_STR = pa.dictionary(pa.int32(), pa.string())
 
@@ -41,6 +47,9 @@ def _step_fields() -> list[pa.Field]:
         pa.field(Col.IS_TERMINAL, pa.bool_(), nullable=False),
         pa.field(Col.REWARD, pa.float32()),
         pa.field(Col.DISCOUNT, pa.float32()),
+        pa.field(Col.TRAJECTORY, TRAJECTORY_TYPE),
+        pa.field(Col.TRAJECTORY_MASK, TRAJECTORY_MASK_TYPE),
+        pa.field(Col.VIDEOS, VIDEOS_TYPE),
     ]
 
 
@@ -58,6 +67,9 @@ def _hf_features() -> dict:
         Col.ACTION_MASK: seq("bool", ACTION.width), Col.ACTION_RAW: seq("float32"),
         Col.ACTION_VALID: val("bool"), Col.IS_FIRST: val("bool"), Col.IS_LAST: val("bool"),
         Col.IS_TERMINAL: val("bool"), Col.REWARD: val("float32"), Col.DISCOUNT: val("float32"),
+        Col.TRAJECTORY: {"_type": "List", "feature": seq("float32", TRAJECTORY.width), "length": TRAJ_HORIZON},
+        Col.TRAJECTORY_MASK: {"_type": "List", "feature": seq("bool", TRAJECTORY.width), "length": TRAJ_HORIZON},
+        Col.VIDEOS: {role: {"path": val("string"), "frame_index": val("int32")} for role in CAMERA_ROLES},
     }}}
 
 
@@ -67,6 +79,8 @@ def schema_metadata(datasets: dict | None = None) -> dict:
         "schema_version": SCHEMA_VERSION,
         "action_slots": ACTION.to_json(),
         "state_slots": STATE.to_json(),
+        "trajectory_slots": TRAJECTORY.to_json(),
+        "trajectory_horizon": TRAJ_HORIZON,
         "action_width": ACTION.width,
         "state_width": STATE.width,
         "rotation_repr": ROTATION_REPR,

@@ -25,6 +25,9 @@ class Col:
     IS_TERMINAL = "is_terminal"
     REWARD = "reward"
     DISCOUNT = "discount"
+    TRAJECTORY = "trajectory"  # [TRAJ_HORIZON, TRAJECTORY.width] future trace, null where a row has none
+    TRAJECTORY_MASK = "trajectory_mask"
+    VIDEOS = "videos"  # per camera role: frame reference (MP4 path under the output root, frame index)
 
 
 class EpCol:

@@ -51,6 +51,9 @@ class DatasetInfo:
     action_raw_keys: list[str] = field(default_factory=list)  # flatten order of action_raw
     state_raw_keys: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Trajectory targets, when rows carry them: {"frame": ..., "horizon": H, "stride": source samples per
+    # step, "points": [names of the free points.* in order]}.
+    trajectory: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.fps = parse_fps(self.fps)

@@ -11,9 +11,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .arrow import IMAGE_TYPE, IMAGES_TYPE, episodes_schema, step_schema
+from .arrow import (IMAGE_TYPE, IMAGES_TYPE, TRAJECTORY_MASK_TYPE, TRAJECTORY_TYPE, VIDEO_REF_TYPE, VIDEOS_TYPE,
+                    episodes_schema, step_schema)
 from .columns import CAMERA_ROLES, Col, EpCol
-from .slots import ACTION, STATE
+from .slots import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY
+
+
+@dataclass
+class VideoClip:
+    """A camera's frames as video: the converter hands over an encoded MP4 of the episode (``data``) with the
+    clip frame shown at each step; the shard writer appends it to the shard's MP4, sets ``path`` (relative to
+    the output root) and rebases ``frame_index`` to that file."""
+
+    frame_index: np.ndarray  # int [T], presentation-order frame index per step
+    data: bytes | None = None
+    path: str = ""
 
 
 @dataclass
@@ -44,6 +56,9 @@ class Episode:
     source_file: str = ""
     source_index: int = -1
     extra: dict = field(default_factory=dict)  # source episode metadata, kept as JSON
+    trajectory: np.ndarray | None = None  # float32 [T, TRAJ_HORIZON, TRAJECTORY.width], zero where masked
+    trajectory_mask: np.ndarray | None = None  # bool, same shape
+    videos: dict[str, VideoClip] = field(default_factory=dict)  # role -> frames stored as video
 
     @property
     def length(self) -> int:
@@ -97,6 +112,41 @@ def _optional(eps: list[Episode], name: str, total: int) -> pa.Array:
     return pa.array(values, mask=mask)
 
 
+def _trajectory_arrays(eps: list[Episode], total: int) -> tuple[pa.Array, pa.Array]:
+    if all(ep.trajectory is None for ep in eps):
+        return pa.nulls(total, TRAJECTORY_TYPE), pa.nulls(total, TRAJECTORY_MASK_TYPE)
+    shape = (TRAJ_HORIZON, TRAJECTORY.width)
+    vals = np.concatenate([np.zeros((ep.length, *shape), np.float32) if ep.trajectory is None
+                           else np.asarray(ep.trajectory, np.float32) for ep in eps])
+    masks = np.concatenate([np.zeros((ep.length, *shape), bool) if ep.trajectory is None
+                            else np.asarray(ep.trajectory_mask, bool) for ep in eps])
+    missing = pa.array(np.concatenate([np.full(ep.length, ep.trajectory is None) for ep in eps]))
+
+    def nested(flat, pa_type):
+        inner = _fixed_list(flat, TRAJECTORY.width, pa_type)
+        return pa.FixedSizeListArray.from_arrays(inner, TRAJ_HORIZON, mask=missing)
+
+    return nested(vals, pa.float32()), nested(masks, pa.bool_())
+
+
+def _videos_array(eps: list[Episode], total: int) -> pa.StructArray:
+    children = []
+    for role in CAMERA_ROLES:
+        if not any(role in ep.videos for ep in eps):
+            children.append(pa.nulls(total, VIDEO_REF_TYPE))
+            continue
+        paths, index, missing = [], [], []
+        for ep in eps:
+            clip = ep.videos.get(role)
+            paths.extend([clip.path if clip else None] * ep.length)
+            index.append(np.zeros(ep.length, np.int32) if clip is None else np.asarray(clip.frame_index, np.int32))
+            missing.append(np.full(ep.length, clip is None))
+        children.append(pa.StructArray.from_arrays(
+            [pa.array(paths, pa.string()), pa.array(np.concatenate(index))], fields=list(VIDEO_REF_TYPE),
+            mask=pa.array(np.concatenate(missing))))
+    return pa.StructArray.from_arrays(children, fields=list(VIDEOS_TYPE))
+
+
 def episodes_to_table(eps: list[Episode], schema: pa.Schema | None = None) -> pa.Table:
     """Several episodes → one table (one Arrow call per column, not per episode)."""
     schema = schema or step_schema()
@@ -131,6 +181,8 @@ def episodes_to_table(eps: list[Episode], schema: pa.Schema | None = None) -> pa
         Col.REWARD: _optional(eps, "reward", total),
         Col.DISCOUNT: _optional(eps, "discount", total),
     }
+    columns[Col.TRAJECTORY], columns[Col.TRAJECTORY_MASK] = _trajectory_arrays(eps, total)
+    columns[Col.VIDEOS] = _videos_array(eps, total)
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
 

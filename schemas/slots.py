@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: trajectory targets and video frame references
 
 ROTATION_REPR = "rotvec"
 GRIPPER_CONVENTION = "absolute_0_closed_1_open"
 NAV_WAYPOINTS = 8
+TRAJ_HORIZON = 16  # future samples a trajectory target holds (a run may use fewer; the rest is masked)
+TRAJ_POINTS = 8  # free points (objects, tools, a user's own keypoints) per trajectory step
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,13 @@ class Layout:
         ]
 
 
+def _hand_trace(prefix: str) -> list[Slot]:
+    return _hand(prefix) + [
+        Slot(f"{prefix}.wrist_uv", 2, "1", "wrist projected with the intrinsics, (u / width, v / height)"),
+        Slot(f"{prefix}.fingertips_uv", 10, "1", "five fingertips projected, (u / width, v / height) each"),
+    ]
+
+
 ACTION = Layout(
     "action",
     _arm("arm") + _arm("left_arm") + _arm("right_arm")
@@ -134,5 +143,18 @@ STATE = Layout(
         Slot("base.z", 1, "m", "agent height along the world frame's up axis"),
         Slot("left_hand.wrist_pos", 3, "m", "wrist position, camera frame"),
         Slot("right_hand.wrist_pos", 3, "m", "wrist position, camera frame"),
+    ],
+)
+
+# One step of a future trajectory (``trajectory[t, k]`` = sample t + 1 + k), expressed in the camera frame of
+# row t (OpenCV: x right, y down, z forward). ``*_uv`` are pixel coordinates divided by the image size, so
+# (0.5, 0.5) is the image centre whatever the resolution; their mask is false outside the image or behind
+# the camera. Free points are named per dataset (``DatasetInfo.extra["trajectory_points"]``).
+TRAJECTORY = Layout(
+    "trajectory",
+    _hand_trace("left_hand") + _hand_trace("right_hand")
+    + [
+        Slot("points.xyz", 3 * TRAJ_POINTS, "m", f"{TRAJ_POINTS} free 3D points, camera frame"),
+        Slot("points.uv", 2 * TRAJ_POINTS, "1", f"{TRAJ_POINTS} free points in the image, (u / width, v / height)"),
     ],
 )

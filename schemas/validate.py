@@ -6,7 +6,7 @@ import numpy as np
 from .columns import CAMERA_ROLES, TASK_FAMILIES
 from .episode import Episode
 from .errors import FeatureMismatch, InvariantViolation, NonFiniteValue, UndecodableImage
-from .slots import ACTION, STATE
+from .slots import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY
 
 _JPEG_SOI, _PNG_SIG = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
 
@@ -85,6 +85,27 @@ def validate_episode(ep: Episode, *, verify_images: bool = False) -> None:
     if raw_bad.any():
         step = int(np.nonzero(raw_bad.any(axis=1))[0][0])
         raise NonFiniteValue(f"{eid}: non-finite action_raw at step {step}")
+    if ep.trajectory is not None:
+        shape = (t, TRAJ_HORIZON, TRAJECTORY.width)
+        traj, tmask = np.asarray(ep.trajectory), np.asarray(ep.trajectory_mask)
+        if traj.shape != shape or tmask.shape != shape:
+            raise FeatureMismatch(f"{eid}: trajectory / trajectory_mask have shapes {traj.shape} / {tmask.shape}, "
+                                  f"expected {shape}")
+        if np.any(traj[~tmask] != 0):
+            raise InvariantViolation(f"{eid}: trajectory has non-zero values where masked out")
+        bad = ~np.isfinite(traj) & tmask
+        if bad.any():
+            step, k, j = (int(x[0]) for x in np.nonzero(bad))
+            raise NonFiniteValue(f"{eid}: non-finite trajectory value {TRAJECTORY.value_names()[j]} at step {step}, "
+                                 f"horizon {k}")
+    for role, clip in ep.videos.items():
+        if role not in CAMERA_ROLES:
+            raise InvariantViolation(f"{eid}: unknown camera role {role!r}")
+        idx = np.asarray(clip.frame_index)
+        if idx.shape != (t,) or (t and idx.min() < 0):
+            raise FeatureMismatch(f"{eid}: video {role} needs {t} non-negative frame indices, got {idx.shape}")
+        if ep.images.get(role) is not None:
+            raise InvariantViolation(f"{eid}: camera {role} stored both as images and as video")
     for role, frames in ep.images.items():
         if role not in CAMERA_ROLES:
             raise InvariantViolation(f"{eid}: unknown camera role {role!r}")

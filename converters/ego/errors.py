@@ -26,3 +26,27 @@ class UnsafePath(EpisodeError):
     """A ``video_id`` / ``narration_id`` that is not a plain name (would leave the media root)."""
 
     code = "unsafe_path"
+
+
+class UndecodableVideo(EpisodeError):
+    """A video that cannot be opened, demuxed or decoded (truncated, corrupt, no video stream)."""
+
+    code = "undecodable_video"
+
+
+class PoseMismatch(EpisodeError):
+    """Pose frames and video frames disagree beyond the tolerance (``--opt max_frame_mismatch``)."""
+
+    code = "pose_frame_mismatch"
+
+
+class MissingIntrinsics(EpisodeError):
+    """No camera intrinsics: projections cannot be computed."""
+
+    code = "missing_intrinsics"
+
+
+class NonFinitePose(EpisodeError):
+    """NaN / inf in the camera pose (a hand joint's NaN is masked instead)."""
+
+    code = "non_finite_value"

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
 from vlaflow.schemas import VlaflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -36,14 +34,17 @@ def ingest(
     converter: str = typer.Option(..., help="converter name (see `vlaflow converters`), or `auto` to detect"),
     input: str = typer.Option(..., "--input", help="source path or URI"),
     output: str = typer.Option(..., help="output folder or URI"),
-    split: Optional[str] = typer.Option(None, help="comma-separated splits (default: all)"),
-    spec: Optional[str] = typer.Option(None, help="dataset spec YAML overriding the built-in one"),
+    split: str | None = typer.Option(None, help="comma-separated splits (default: all)"),
+    spec: str | None = typer.Option(None, help="dataset spec YAML overriding the built-in one"),
     embodiment: list[str] = typer.Option([], help="extra embodiment YAML file(s) to register"),
     target_shard_mb: float = typer.Option(256, help="target shard size in MB (packed by source bytes)"),
-    num_cpus: Optional[int] = typer.Option(None, help="CPUs for a local Ray instance"),
+    num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance"),
     verify_images: bool = typer.Option(False, help="fully decode every image (slower)"),
     opt: list[str] = typer.Option([], help="converter option KEY=VALUE (repeatable), e.g. trust_pickle=true"),
-    connectivity: Optional[str] = typer.Option(None, help="VLN graph folder (r2r/rxr); same as --opt connectivity=DIR"),
+    connectivity: str | None = typer.Option(None, help="VLN graph folder (r2r/rxr); same as --opt connectivity=DIR"),
+    frames_root: str | None = typer.Option(None, help="epic_kitchens: folder of <video_id>/frame_%010d.jpg; "
+                                              "same as --opt frames=DIR"),
+    videos_root: str | None = typer.Option(None, help="epic_kitchens: folder of <video_id>.MP4; same as --opt videos=DIR"),
 ) -> None:
     """Convert a source into validated zstd Parquet shards + manifest + ledger."""
     from vlaflow.converters import ConverterOptions
@@ -61,8 +62,9 @@ def ingest(
             if not sep or not key:
                 raise InputError(f"--opt expects KEY=VALUE, got {item!r}")
             extra[key.strip()] = value.strip()
-        if connectivity:
-            extra["connectivity"] = connectivity
+        for key, value in (("connectivity", connectivity), ("frames", frames_root), ("videos", videos_root)):
+            if value:
+                extra[key] = value
         cfg = IngestConfig(converter, input, output, ConverterOptions(split=split, spec_file=spec, extra=extra),
                            target_shard_mb, num_cpus, verify_images)
         plan = prepare(cfg)
@@ -98,7 +100,8 @@ def ingest(
     tot = result.manifest["totals"]
     console.print(f"converter {result.manifest['converter']} {result.manifest['converter_version']}; "
                   f"{tot['shards']} shard(s), {tot['bytes'] / 1e6:.1f} MB; {result.groups_skipped} of "
-                  f"{result.groups_total} group(s) already done; {result.seconds:.1f} s on {result.ray}")
+                  f"{result.groups_total} group(s) already done; {result.seconds:.1f} s on {result.ray}"
+                  + (f"; videos {tot['video_bytes'] / 1e6:.1f} MB" if tot.get("video_bytes") else ""))
     for code, n in led["by_reason"].items():
         console.print(f"[yellow]quarantined[/] {n} × {code} (see meta/quarantine.jsonl)")
     if not led["balanced"]:
@@ -155,12 +158,12 @@ def sample_rlds(output: str = typer.Argument(..., help="data dir to write <name>
 
 @app.command()
 def stats(output: str = typer.Argument(..., help="an ingest output folder or URI"),
-          split: Optional[str] = typer.Option(None, help="comma-separated splits (default: all)"),
+          split: str | None = typer.Option(None, help="comma-separated splits (default: all)"),
           exclude: list[str] = typer.Option(["action:*.gripper"], help="KIND:SLOT-PATTERN without statistics "
                                             "(repeatable; KIND = action or state); `--exclude none` keeps all"),
           k: int = typer.Option(2048, help="KLL sketch size (rank error about 2.3/k^0.97)"),
           force: bool = typer.Option(False, help="recompute even when meta/stats.json is current"),
-          num_cpus: Optional[int] = typer.Option(None, help="CPUs for a local Ray instance")) -> None:
+          num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance")) -> None:
     """Per-(dataset, embodiment) action/state statistics and quantiles into OUT/meta/stats.json."""
     from vlaflow.schemas import InputError
     from vlaflow.tokenization.statistics import StatsSpec

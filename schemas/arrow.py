@@ -6,7 +6,15 @@ import json
 import pyarrow as pa
 
 from .columns import CAMERA_ROLES, Col, EpCol
-from .slots import ACTION, GRIPPER_CONVENTION, ROTATION_REPR, SCHEMA_VERSION, STATE, TRAJ_HORIZON, TRAJECTORY
+from .slots import (
+    ACTION,
+    GRIPPER_CONVENTION,
+    ROTATION_REPR,
+    SCHEMA_VERSION,
+    STATE,
+    TRAJ_HORIZON,
+    TRAJECTORY,
+)
 
 METADATA_KEY = b"vlaflow"
 
@@ -55,8 +63,8 @@ def _step_fields() -> list[pa.Field]:
 
 def _hf_features() -> dict:
     """The `huggingface` schema metadata so `datasets` shows camera columns as images."""
-    seq = lambda dtype, n=-1: {"_type": "List", "feature": {"dtype": dtype, "_type": "Value"}, "length": n}  # noqa: E731
-    val = lambda dtype: {"dtype": dtype, "_type": "Value"}  # noqa: E731
+    seq = lambda dtype, n=-1: {"_type": "List", "feature": {"dtype": dtype, "_type": "Value"}, "length": n}
+    val = lambda dtype: {"dtype": dtype, "_type": "Value"}
     return {"info": {"features": {
         Col.DATASET: val("string"), Col.EPISODE_ID: val("string"), Col.STEP_INDEX: val("int32"),
         Col.TIMESTAMP_NS: val("int64"), Col.TASK_FAMILY: val("string"), Col.EMBODIMENT: val("string"),

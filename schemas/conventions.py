@@ -69,7 +69,7 @@ class DatasetInfo:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "DatasetInfo":
+    def from_json(cls, d: dict) -> DatasetInfo:
         return cls(**d)
 
     def dumps(self) -> str:

@@ -56,7 +56,7 @@ class Embodiment:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "<dict>") -> "Embodiment":
+    def from_dict(cls, d: dict, source: str = "<dict>") -> Embodiment:
         required = ("id", "name", "kind", "control_mode", "action_slots", "frame")
         missing = [k for k in required if k not in d]
         if missing:

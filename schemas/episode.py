@@ -11,8 +11,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .arrow import (IMAGE_TYPE, IMAGES_TYPE, TRAJECTORY_MASK_TYPE, TRAJECTORY_TYPE, VIDEO_REF_TYPE, VIDEOS_TYPE,
-                    episodes_schema, step_schema)
+from .arrow import (
+    IMAGE_TYPE,
+    IMAGES_TYPE,
+    TRAJECTORY_MASK_TYPE,
+    TRAJECTORY_TYPE,
+    VIDEO_REF_TYPE,
+    VIDEOS_TYPE,
+    episodes_schema,
+    step_schema,
+)
 from .columns import CAMERA_ROLES, Col, EpCol
 from .slots import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY
 
@@ -62,7 +70,7 @@ class Episode:
 
     @property
     def length(self) -> int:
-        return int(len(self.timestamp_ns))
+        return len(self.timestamp_ns)
 
 
 def _fixed_list(values: np.ndarray, width: int, pa_type) -> pa.FixedSizeListArray:
@@ -153,8 +161,8 @@ def episodes_to_table(eps: list[Episode], schema: pa.Schema | None = None) -> pa
     lengths = np.array([ep.length for ep in eps], np.int64)
     total = int(lengths.sum())
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    cat = lambda name, dtype: np.concatenate([np.asarray(getattr(ep, name), dtype) for ep in eps])  # noqa: E731
-    masks = lambda name, w: np.concatenate([np.broadcast_to(getattr(ep, name), (ep.length, w)) for ep in eps])  # noqa: E731
+    cat = lambda name, dtype: np.concatenate([np.asarray(getattr(ep, name), dtype) for ep in eps])
+    masks = lambda name, w: np.concatenate([np.broadcast_to(getattr(ep, name), (ep.length, w)) for ep in eps])
     instr = [x for ep in eps for x in ([ep.instruction] * ep.length if isinstance(ep.instruction, str)
                                        else ep.instruction)]
     columns = {

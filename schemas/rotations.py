@@ -35,6 +35,30 @@ def quat_xyzw_to_rotvec(q: np.ndarray) -> np.ndarray:
     return v * scale[..., None]
 
 
+def matrix_to_quat_xyzw(m: np.ndarray) -> np.ndarray:
+    """[..., 3, 3] rotation matrices → unit quaternions, Shepperd's method (stable for every angle)."""
+    m = np.asarray(m, dtype=np.float64)
+    tr = np.trace(m, axis1=-2, axis2=-1)
+    diag = np.stack([m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]], axis=-1)
+    cand = np.stack([
+        np.stack([1 + 2 * diag[..., 0] - tr, m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0],
+                  m[..., 2, 1] - m[..., 1, 2]], -1),
+        np.stack([m[..., 1, 0] + m[..., 0, 1], 1 + 2 * diag[..., 1] - tr, m[..., 2, 1] + m[..., 1, 2],
+                  m[..., 0, 2] - m[..., 2, 0]], -1),
+        np.stack([m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2], 1 + 2 * diag[..., 2] - tr,
+                  m[..., 1, 0] - m[..., 0, 1]], -1),
+        np.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1],
+                  1 + tr], -1),
+    ], axis=-2)  # [..., 4 candidates, xyzw]; candidate i has its i-th component largest when chosen
+    choice = np.argmax(np.concatenate([diag, tr[..., None]], axis=-1), axis=-1)
+    q = np.take_along_axis(cand, choice[..., None, None], axis=-2)[..., 0, :]
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def matrix_to_rotvec(m: np.ndarray) -> np.ndarray:
+    return quat_xyzw_to_rotvec(matrix_to_quat_xyzw(m))
+
+
 def rotvec_to_matrix(rv: np.ndarray) -> np.ndarray:
     rv = np.asarray(rv, dtype=np.float64)
     theta = np.linalg.norm(rv, axis=-1)[..., None, None]

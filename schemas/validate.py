@@ -5,7 +5,12 @@ import numpy as np
 
 from .columns import CAMERA_ROLES, TASK_FAMILIES
 from .episode import Episode
-from .errors import FeatureMismatch, InvariantViolation, NonFiniteValue, UndecodableImage
+from .errors import (
+    FeatureMismatch,
+    InvariantViolation,
+    NonFiniteValue,
+    UndecodableImage,
+)
 from .slots import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY
 
 _JPEG_SOI, _PNG_SIG = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"

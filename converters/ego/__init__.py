@@ -1,4 +1,7 @@
-"""Egocentric human-video converters. Today: EPIC-KITCHENS-style action segments (``epic_kitchens``)."""
+"""Egocentric and generic video converters: EPIC-KITCHENS-style segments (``epic_kitchens``), EgoDex-style hand
+poses + video (``egodex``), and any video + point-track file (``video_trajectory``)."""
+from .egodex import EgoDexConverter
 from .epic import EpicKitchensConverter
+from .generic import VideoTrajectoryConverter
 
-__all__ = ["EpicKitchensConverter"]
+__all__ = ["EgoDexConverter", "EpicKitchensConverter", "VideoTrajectoryConverter"]

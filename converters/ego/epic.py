@@ -7,12 +7,18 @@ all_nouns, all_noun_classes``). Media live under the frames root (``--opt frames
 untouched) or a video ``<video_id>.MP4`` (``.mp4``) decoded with PyAV and JPEG-encoded
 (``--opt jpeg_quality=90``). ``--opt videos=DIR`` looks for videos in another folder.
 
-Clock: the video's fps comes from ``EPIC_100_video_info.csv`` beside the CSV (``--opt video_info=PATH``;
-``--opt fps=`` as a fallback), held as an exact ``Fraction`` (59.9400599... -> 60000/1001). Frames are
-sampled every ``round(fps / rate_hz)`` source frames from ``start_frame`` to ``stop_frame`` inclusive
-(``--opt rate_hz=10``), all integer arithmetic; ``timestamp_ns = round(frame * 1e9 / fps)`` in integers.
-In a video, frame index = ``pts * time_base * fps`` (exact), never float seconds; CSV frame number ``n``
-is video frame index ``n``.
+Clock: the annotation frame numbers count the pre-extracted ``rgb_frames``, which were extracted at a fixed
+rate, not at the video's fps: on the real EPIC-100 validation CSV, ``start_frame / start_timestamp`` is
+60.0 for every video (29.97, 47.95, 59.94 and 90 fps alike), while the 50 fps extension videos were
+extracted at 50. The converter measures this *frame-numbering rate* per video from the CSV's own
+timestamps (median of frame / time over rows past 5 s, snapped to 50 or 60 within 2%), else uses 50 for
+a 50 fps video and 60 otherwise; ``--opt frame_rate=`` overrides. The video's fps comes from
+``EPIC_100_video_info.csv`` (``--opt video_info=PATH``, ``--opt fps=`` fallback) and is kept in ``extra``.
+Frames are sampled every ``round(frame_rate / rate_hz)`` numbered frames from ``start_frame`` to
+``stop_frame`` inclusive (``--opt rate_hz=10``); ``timestamp_ns = frame * 1e9 / frame_rate`` in integers.
+A video (``<video_id>.MP4``) is indexed by its pts: numbered frame ``n`` is the video frame nearest to
+``n / frame_rate`` seconds (exact rationals), decoded with ``--opt decoder=pyav|decord``. Frames are stored
+as JPEG (folder frames keep their bytes) or, with ``--opt storage=mp4``, in the shard's MP4.
 
 No action or state is recorded: action/state are masked out (zeros), ``action_raw`` is [T, 0],
 ``action_valid`` is False. Verb/noun labels and timestamps go to ``extra``.
@@ -24,18 +30,25 @@ import io
 import os
 import posixpath
 import re
+from collections.abc import Iterator
 from fractions import Fraction
-from typing import Iterator
 
 import numpy as np
-from vlaflow.schemas import (ACTION, STATE, DatasetInfo, Episode, EpisodeError, InputError,
-                             get_embodiment)
-
+from vlaflow.schemas import (
+    ACTION,
+    STATE,
+    DatasetInfo,
+    Episode,
+    EpisodeError,
+    InputError,
+    get_embodiment,
+)
 from vlaflow.schemas.conventions import NS_PER_S
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
 from ..fs import resolve
 from .errors import BadSegment, MissingFrames, MissingVideoInfo, UnsafePath
+from .video import ClipEncoder, VideoOptions, open_decoder, probe, store_frames
 
 EMBODIMENT = "human_egocentric"
 TASK_FAMILY = "egocentric"
@@ -109,13 +122,12 @@ class EpicKitchensConverter(Converter):
         self.videos_root = self._root(ex.get("videos"), self.frames_root)
         self.video_info_path = self._root(ex.get("video_info"), posixpath.join(here, VIDEO_INFO))
         try:
-            self.rate = Fraction(str(ex.get("rate_hz", "10")))
-            self.quality = int(ex.get("jpeg_quality", 90))
+            self.video = VideoOptions.from_extra(ex)
             self.default_fps = fps_fraction(ex["fps"]) if ex.get("fps") else None
+            self.frame_rate_opt = fps_fraction(ex["frame_rate"]) if ex.get("frame_rate") else None
         except (ValueError, ZeroDivisionError) as err:
             raise InputError(f"bad --opt value: {err}") from None
-        if self.rate <= 0 or not 1 <= self.quality <= 100:
-            raise InputError("--opt rate_hz must be > 0 and jpeg_quality in 1..100")
+        self.rate = self.video.rate_hz
         stem = posixpath.basename(self.csv_path).rsplit(".", 1)[0]
         guess = stem.rsplit("_", 1)[-1].lower() if stem.upper().startswith("EPIC_") else ""
         self.split = self.options.split or (guess if _SAFE.match(guess or "-") else "") or "train"
@@ -123,6 +135,7 @@ class EpicKitchensConverter(Converter):
         self.prompt = get_embodiment(EMBODIMENT).prompt(rate_hz=float(self.rate))
         self._rows: list | None = None
         self._fps: dict | None = None
+        self._numbering: dict | None = None
         self._dirs: dict = {}
 
     def _root(self, value, default: str) -> str:
@@ -132,7 +145,7 @@ class EpicKitchensConverter(Converter):
 
     def __getstate__(self):
         d = dict(self.__dict__)
-        d["_rows"], d["_fps"], d["_dirs"] = None, None, {}
+        d["_rows"], d["_fps"], d["_numbering"], d["_dirs"] = None, None, None, {}
         return d
 
     def datasets(self) -> list[DatasetInfo]:
@@ -142,8 +155,9 @@ class EpicKitchensConverter(Converter):
             source_uri=f"{self.input_path} (EPIC-KITCHENS-100 action segments)", converter=self.name,
             converter_version=self.version, action_frame="none", control_mode="none",
             cameras={"primary": "frame_%010d.jpg / <video_id>.MP4"}, action_raw_keys=[], state_raw_keys=[],
-            notes=[f"one episode per narrated segment, frames sampled every round(fps/{self.rate}) source frames "
-                   "(integer frame indices; timestamp_ns = frame * 1e9 / fps, absolute in the video)",
+            notes=[f"one episode per narrated segment, frames sampled every round(frame_rate/{self.rate}) numbered "
+                   "frames (integer; timestamp_ns = frame * 1e9 / frame_rate, absolute in the video); frame_rate = "
+                   "the rgb_frames numbering rate measured from the CSV per video (extra.frame_rate)",
                    "no action or state recorded: all slots masked out, action_raw empty, action_valid false"],
         )]
 
@@ -179,6 +193,30 @@ class EpicKitchensConverter(Converter):
                 pass
         return self._fps
 
+    def _frame_rate(self, video_id: str) -> Fraction:
+        """The rate the annotation frame numbers count at (see the module docstring)."""
+        if self.frame_rate_opt is not None:
+            return self.frame_rate_opt
+        if self._numbering is None:
+            ratios: dict[str, list[float]] = {}
+            for r in self._load():
+                try:
+                    t = _seconds(r["start_timestamp"])
+                    if t >= 5:
+                        ratios.setdefault(r["video_id"].strip(), []).append(int(r["start_frame"]) / t)
+                except (KeyError, ValueError, TypeError, AttributeError):
+                    continue
+            self._numbering = {}
+            for vid, xs in ratios.items():
+                med = float(np.median(xs))
+                for cand in (50, 60):
+                    if len(xs) >= 3 and abs(med - cand) <= 0.02 * cand:
+                        self._numbering[vid] = Fraction(cand)
+        if video_id in self._numbering:
+            return self._numbering[video_id]
+        fps = self._video_fps().get(video_id) or self.default_fps
+        return Fraction(50) if fps is not None and abs(fps - 50) < Fraction(1, 2) else Fraction(60)
+
     def _kind(self, path: str) -> str:
         return self.fs.get_file_info(path).type.name
 
@@ -201,15 +239,13 @@ class EpicKitchensConverter(Converter):
     # -- planning -----------------------------------------------------------------------------
     def plan(self, target_bytes: int) -> list[WorkUnit]:
         rows = self._load()
-        fps = self._video_fps()
         units: list[WorkUnit] = []
         start, acc, current = 0, 0, None
         for i, r in enumerate(rows):
             vid = (r.get("video_id") or "").strip()
             try:
                 n = int(r["stop_frame"]) - int(r["start_frame"]) + 1
-                f = fps.get(vid) or self.default_fps or Fraction(50)
-                cost = max(1, n // frame_step(f, self.rate)) * _FRAME_BYTES
+                cost = max(1, n // frame_step(self._frame_rate(vid), self.rate)) * _FRAME_BYTES
             except (ValueError, TypeError, KeyError):
                 cost = 1
             cost = max(cost, 1)
@@ -226,22 +262,35 @@ class EpicKitchensConverter(Converter):
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
         rows = self._load()
         stop = len(rows) if unit.stop is None else min(unit.stop, len(rows))
-        decoder = None
+        source = None
         try:
             for index in range(unit.start, stop):
-                item, decoder = self._segment(rows[index], index, unit, decoder)
+                item, source = self._segment(rows[index], index, unit, source)
                 yield item
         finally:
-            if decoder is not None:
-                decoder.close()
+            if source is not None:
+                source.close()
 
-    def _segment(self, r: dict, index: int, unit: WorkUnit, decoder):
+    def _folder_frames(self, folder: str, vid: str, frames: np.ndarray, a: int, b: int) -> list[bytes]:
+        images = []
+        for f in frames.tolist():
+            p = posixpath.join(folder, FRAME_NAME.format(f))
+            try:
+                with self.fs.open_input_stream(p, compression=None) as fh:
+                    images.append(fh.read())
+            except (FileNotFoundError, OSError):
+                step = int(frames[1] - frames[0]) if len(frames) > 1 else 1
+                raise MissingFrames(f"{vid}/{FRAME_NAME.format(f)} is missing (segment frames {a}..{b}, every {step})") from None
+        return images
+
+    def _segment(self, r: dict, index: int, unit: WorkUnit, source):
         where = f"{unit.source}#{index}"
         try:
             key = f"epic/{safe_id(r.get('narration_id'), 'narration_id')}"
         except UnsafePath as err:
-            return Rejected.from_error(f"epic/row{index}", err, where), decoder
+            return Rejected.from_error(f"epic/row{index}", err, where), source
         steps = 0
+        clip = None
         try:
             vid = safe_id(r.get("video_id"), "video_id")
             try:
@@ -254,103 +303,94 @@ class EpicKitchensConverter(Converter):
             if media is None:
                 raise MissingFrames(f"no frame folder {vid}/ under {self.frames_root} and no {vid}.MP4 under "
                                     f"{self.videos_root}")
+            numbering = self._frame_rate(vid)
+            frames = np.arange(a, b + 1, frame_step(numbering, self.rate), dtype=np.int64)
+            steps = len(frames)
             fps = self._video_fps().get(vid) or self.default_fps
-            if media[0] == "video" and (decoder is None or decoder.path != media[1]):
-                if decoder is not None:
-                    decoder.close()
-                decoder = VideoDecoder(self.fs, media[1])
-            if fps is None and media[0] == "video":
-                fps = decoder.rate
+            if media[0] == "dir":
+                images = self._folder_frames(media[1], vid, frames, a, b)
+                if self.video.storage == "mp4":
+                    images, clip = None, _clip_from_jpegs(images, self.video)
+            else:
+                if source is None or source.path != media[1]:
+                    if source is not None:
+                        source.close()
+                    source = _VideoSource(self.fs, media[1], self.video.decoder)
+                if fps is None:
+                    fps = source.index.declared_rate
+                vframes = source.frames_at(frames, numbering)
+                images, clip = store_frames(source.decoder, vframes, self.video)
             if fps is None:
                 raise MissingVideoInfo(f"no fps for video {vid} (not in {posixpath.basename(self.video_info_path)}; "
                                        "pass --opt fps=)")
-            frames = np.arange(a, b + 1, frame_step(fps, self.rate), dtype=np.int64)
-            steps = len(frames)
-            if media[0] == "dir":
-                images = []
-                for f in frames.tolist():
-                    p = posixpath.join(media[1], FRAME_NAME.format(f))
-                    try:
-                        with self.fs.open_input_stream(p, compression=None) as fh:
-                            images.append(fh.read())
-                    except (FileNotFoundError, OSError):
-                        raise MissingFrames(f"{vid}/{FRAME_NAME.format(f)} is missing "
-                                            f"(segment frames {a}..{b}, every {frames[1] - frames[0] if steps > 1 else 1})") from None
-            else:
-                images = decoder.frames(frames.tolist(), fps, self.quality)
         except EpisodeError as err:
-            return Rejected.from_error(key, err, where, steps), decoder
+            return Rejected.from_error(key, err, where, steps), source
         t = len(frames)
         extra = {k: r.get(k) for k in _EXTRA_KEYS if k in r}
         extra.update({"frames": frames.tolist(), "fps": f"{fps.numerator}/{fps.denominator}",
+                      "frame_rate": f"{numbering.numerator}/{numbering.denominator}",
                       "media": media[0], "narration_id": r.get("narration_id")})
+        if media[0] == "video":
+            extra["video_frames"] = vframes.tolist()
         text = str(r.get("narration") or "")
         is_last = np.zeros(t, bool)
         is_last[-1] = True
         ep = Episode(
             dataset=self.dataset, episode_id=key, embodiment=EMBODIMENT, embodiment_prompt=self.prompt,
-            task_family=TASK_FAMILY, timestamp_ns=frame_timestamps_ns(frames, fps),
+            task_family=TASK_FAMILY, timestamp_ns=frame_timestamps_ns(frames, numbering),
             action=np.zeros((t, ACTION.width), np.float32), action_mask=np.zeros(ACTION.width, bool),
             action_raw=np.zeros((t, 0), np.float32),
             state=np.zeros((t, STATE.width), np.float32), state_mask=np.zeros(STATE.width, bool),
             state_raw=np.zeros((t, 0), np.float32),
             is_first=np.arange(t) == 0, is_last=is_last, is_terminal=is_last.copy(),
             action_valid=np.zeros(t, bool), instruction=text, instructions=[text] if text else [],
-            language="en", images={"primary": images}, split=unit.split, source_file=unit.source,
+            language="en", images={"primary": images} if images is not None else {},
+            videos={"primary": clip} if clip is not None else {}, split=unit.split, source_file=unit.source,
             source_index=index, extra=extra)
-        return ep, decoder
+        return ep, source
 
 
-class VideoDecoder:
-    """One open video; ``frames`` decodes the wanted integer frame indices (from pts), seeking per call."""
+def _seconds(text: str) -> float:
+    h, m, sec = str(text).strip().split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
 
-    def __init__(self, fs, path: str):
-        import av
 
+def _clip_from_jpegs(images: list[bytes], opts: VideoOptions):
+    from PIL import Image
+    from vlaflow.schemas import VideoClip
+
+    enc = ClipEncoder(opts.rate_hz, opts.codec, opts.gop, opts.crf)
+    for data in images:
+        enc.add(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    return VideoClip(frame_index=np.arange(len(images), dtype=np.int32), data=enc.finish())
+
+
+class _VideoSource:
+    """One open video of the unit: its pts index (probed once) and a decoder."""
+
+    def __init__(self, fs, path: str, decoder: str):
         self.path = path
-        self._fh = fs.open_input_file(path) if not os.path.isfile(path) else open(path, "rb")
-        try:
-            self.container = av.open(self._fh)
-            self.stream = self.container.streams.video[0]
-        except (av.error.FFmpegError, IndexError, OSError) as err:
-            self._fh.close()
-            raise MissingFrames(f"{posixpath.basename(path)}: cannot open video ({type(err).__name__}: {err})") from None
-        self.stream.thread_type = "AUTO"
-        self.tb = Fraction(self.stream.time_base)
-        rate = self.stream.average_rate or self.stream.guessed_rate
-        self.rate = Fraction(rate) if rate else None
+        local = os.path.isfile(path)
+        self._fh = None if local else fs.open_input_file(path)
+        self.index = probe(path if local else self._fh)
+        self.decoder = open_decoder(decoder, path, fh=self._fh, index=self.index)
+
+    def frames_at(self, numbered: np.ndarray, rate: Fraction) -> np.ndarray:
+        """Numbered frames → video frame indices (nearest pts to n / rate); past the end → MissingFrames."""
+        ts = self.index.timestamps_ns
+        want = frame_timestamps_ns(numbered, rate)
+        period = int(NS_PER_S / rate)
+        if want[-1] > ts[-1] + period // 2:
+            raise MissingFrames(f"{posixpath.basename(self.path)}: frame {int(numbered[-1])} ({want[-1] / 1e9:.2f} s) "
+                                f"is past the video's end ({ts[-1] / 1e9:.2f} s, {self.index.num_frames} frames)")
+        right = np.clip(np.searchsorted(ts, want), 0, len(ts) - 1)
+        left = np.clip(right - 1, 0, len(ts) - 1)
+        pick = np.where(np.abs(ts[left] - want) <= np.abs(ts[right] - want), left, right)
+        if len(np.unique(pick)) != len(pick):
+            raise MissingFrames(f"{posixpath.basename(self.path)}: the video has fewer frames than rate_hz needs "
+                                f"(two samples map to one frame); lower --opt rate_hz")
+        return pick
 
     def close(self):
-        try:
-            self.container.close()
-        finally:
+        if self._fh is not None:
             self._fh.close()
-
-    def frames(self, wanted: list[int], fps: Fraction, quality: int) -> list[bytes]:
-        import av
-
-        want = set(wanted)
-        got: dict[int, bytes] = {}
-        last = max(wanted)
-        # pts of the first wanted frame, rounded down: frame index / fps / time_base, exact.
-        target = int((Fraction(min(wanted)) / fps / self.tb) // 1)
-        try:
-            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
-            for frame in self.container.decode(self.stream):
-                pts = frame.pts if frame.pts is not None else frame.dts
-                if pts is None:
-                    continue
-                idx = int((Fraction(pts) * self.tb * fps + Fraction(1, 2)) // 1)
-                if idx in want and idx not in got:
-                    buf = io.BytesIO()
-                    frame.to_image().save(buf, format="JPEG", quality=quality)
-                    got[idx] = buf.getvalue()
-                if idx >= last:
-                    break
-        except (av.error.FFmpegError, OSError, ValueError) as err:
-            raise MissingFrames(f"{posixpath.basename(self.path)}: decode failed ({type(err).__name__}: {err})") from None
-        lost = [f for f in wanted if f not in got]
-        if lost:
-            raise MissingFrames(f"{posixpath.basename(self.path)}: {len(lost)} of {len(wanted)} frames not in the "
-                                f"video (first {lost[0]})")
-        return [got[f] for f in wanted]

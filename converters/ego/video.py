@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
 
 import numpy as np
-
 from vlaflow.schemas.conventions import NS_PER_S
 
 from .errors import UndecodableVideo
@@ -226,6 +225,7 @@ class ClipEncoder:
 
         if codec not in CODECS:
             raise ValueError(f"video codec must be one of {sorted(CODECS)}, got {codec!r}")
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per clip otherwise
         self.buf = io.BytesIO()
         self.container = av.open(self.buf, "w", format="mp4")
         self.rate, self.codec, self.gop = rate, codec, gop
@@ -260,3 +260,43 @@ class ClipEncoder:
                 self.container.mux(pkt)
         self.container.close()
         return self.buf.getvalue()
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """The ``--opt`` keys every video converter shares (parsed once, validated with clear errors)."""
+
+    rate_hz: Fraction = Fraction(10)
+    decoder: str = "pyav"  # pyav | decord
+    storage: str = "jpeg"  # jpeg: bytes in images.primary; mp4: frame references into shard MP4s
+    jpeg_quality: int = 90
+    codec: str = "h264"  # h264 | av1 (mp4 storage)
+    gop: int = 10  # keyframe interval of stored MP4s, in samples
+    crf: int | None = None
+
+    @classmethod
+    def from_extra(cls, extra: dict) -> VideoOptions:
+        try:
+            o = cls(rate_hz=Fraction(str(extra.get("rate_hz", "10"))), decoder=str(extra.get("decoder", "pyav")),
+                    storage=str(extra.get("storage", "jpeg")), jpeg_quality=int(extra.get("jpeg_quality", 90)),
+                    codec=str(extra.get("video_codec", "h264")), gop=int(extra.get("gop", 10)),
+                    crf=int(extra["crf"]) if extra.get("crf") not in (None, "") else None)
+        except (ValueError, ZeroDivisionError) as err:
+            raise ValueError(f"bad --opt value: {err}") from None
+        if o.rate_hz <= 0 or not 1 <= o.jpeg_quality <= 100 or o.gop < 1:
+            raise ValueError("--opt rate_hz must be > 0, jpeg_quality in 1..100, gop >= 1")
+        if o.decoder not in DECODERS or o.storage not in ("jpeg", "mp4") or o.codec not in CODECS:
+            raise ValueError(f"--opt decoder in {DECODERS}, storage in (jpeg, mp4), video_codec in {sorted(CODECS)}")
+        return o
+
+
+def store_frames(decoder, indices, opts: VideoOptions):
+    """Decode ``indices`` (sorted) once → (JPEG bytes per step, None) or (None, VideoClip)."""
+    from vlaflow.schemas import VideoClip
+
+    if opts.storage == "jpeg":
+        return [encode_jpeg(rgb, opts.jpeg_quality) for _, rgb in decoder.frames(indices)], None
+    enc = ClipEncoder(opts.rate_hz, opts.codec, opts.gop, opts.crf)
+    for _, rgb in decoder.frames(indices):
+        enc.add(rgb)
+    return None, VideoClip(frame_index=np.arange(len(indices), dtype=np.int32), data=enc.finish())

@@ -91,6 +91,20 @@ def test_real_csv_every_row_planned_and_quarantined(ego_fixture, tmp_path):
     assert [it.episode_key for it in items] == [f"epic/{r['narration_id']}" for r in rows]
 
 
+def test_frame_numbering_rate_measured_from_the_real_csv(ego_fixture):
+    """EPIC frame numbers count the 60 fps rgb_frames whatever the video's fps (29.97, 59.94, 90 here)."""
+    conv = EpicKitchensConverter(str(ANN / "EPIC_100_validation.csv"), ConverterOptions())
+    fps = conv._video_fps()
+    vids = {r["video_id"] for r in conv._load()}
+    by_fps = {}
+    for v in sorted(vids):
+        by_fps.setdefault(round(float(fps[v]), 2), conv._frame_rate(v))
+    assert by_fps[59.94] == 60 and by_fps[29.97] == 60 and by_fps[90.0] == 60
+    assert conv._frame_rate("P28_101") == 50  # not in the CSV: a 50 fps video's frames are numbered at 50
+    conv = EpicKitchensConverter(str(ANN / "EPIC_100_validation.csv"), ConverterOptions(extra={"frame_rate": "60000/1001"}))
+    assert conv._frame_rate("P01_11") == Fraction(60000, 1001)
+
+
 def test_folder_frames_byte_exact(ego_fixture, tmp_path):
     ann = write_inputs(tmp_path, [_row()])
     conv, units, items = convert(ann, frames=str(FRAMES))
@@ -129,7 +143,8 @@ def test_bad_rows_and_missing_frames(ego_fixture, tmp_path):
 
 
 def make_mp4(path: Path, fps: int = 50) -> None:
-    """An H.264 MP4 holding the 8 real frames at their own frame indices (pts = frame index, 1/fps time base)."""
+    """An H.264 MP4 of frames 0..115 at ``fps``: the 8 real frames at their own indices, each held until the next
+    (a real EPIC video starts at pts 0, and numbered frame n is at n / 50 s for this 50 fps video)."""
     import av
     from PIL import Image
 
@@ -138,8 +153,9 @@ def make_mp4(path: Path, fps: int = 50) -> None:
         s.width, s.height, s.pix_fmt = 456, 256, "yuv420p"
         s.time_base = Fraction(1, fps)
         s.options = {"crf": "12"}
-        for f in FRAME_IDS:
-            img = Image.open(FRAMES / "P28_101" / f"frame_{f:010d}.jpg").convert("RGB")
+        for f in range(FRAME_IDS[-1] + 1):
+            src = max([x for x in FRAME_IDS if x <= f] or FRAME_IDS[:1])
+            img = Image.open(FRAMES / "P28_101" / f"frame_{src:010d}.jpg").convert("RGB")
             frame = av.VideoFrame.from_image(img)
             frame.pts = f
             frame.time_base = Fraction(1, fps)
@@ -169,6 +185,28 @@ def test_mp4_branch(ego_fixture, tmp_path):
         want = np.asarray(Image.open(FRAMES / "P28_101" / f"frame_{f:010d}.jpg").convert("RGB"), np.float32)
         assert got.shape == want.shape and np.abs(got - want).mean() < 6.0
     assert late.images["primary"] == ep.images["primary"][2:6]
+    assert ep.extra["video_frames"] == FRAME_IDS
+    # decord picks the same frames (same bytes after the same JPEG encoder)
+    _, _, items2 = convert(ann, frames=str(videos), jpeg_quality="90", decoder="decord")
+    assert items2[0].images["primary"] == ep.images["primary"]
+
+
+def test_mp4_storage_of_folder_frames(ego_fixture, tmp_path):
+    """--opt storage=mp4: the segment becomes an H.264 clip, one frame per step, close to the source JPEGs."""
+    import av
+
+    ann = write_inputs(tmp_path, [_row()])
+    _, _, (ep,) = convert(ann, frames=str(FRAMES), storage="mp4", gop="4")
+    validate_episode(ep)
+    assert "primary" not in ep.images and ep.videos["primary"].frame_index.tolist() == list(range(8))
+    from PIL import Image
+
+    with av.open(io.BytesIO(ep.videos["primary"].data)) as c:
+        got = [f.to_ndarray(format="rgb24").astype(np.float32) for f in c.decode(video=0)]
+    assert len(got) == 8
+    for f, g in zip(FRAME_IDS, got):
+        want = np.asarray(Image.open(FRAMES / "P28_101" / f"frame_{f:010d}.jpg").convert("RGB"), np.float32)
+        assert g.shape == want.shape and np.abs(g - want).mean() < 6.0
 
 
 @pytest.mark.slow

@@ -1,0 +1,277 @@
+"""``egodex``: EgoDex-style episodes (``<i>.hdf5`` poses + ``<i>.mp4`` video) → rows with hand trajectories.
+
+Input: a folder (searched recursively; EgoDex ships ``<part>/<task>/<i>.hdf5``) or one ``.hdf5``; local
+files. Per sampled frame (``--opt rate_hz=10``, chosen on the video's pts, never its declared fps):
+- ``images.primary`` (JPEG) or ``videos.primary`` (``--opt storage=mp4``);
+- ``trajectory``: the next H samples (``--opt horizon=16``) of each wrist's position and rotation and the
+  five fingertips, in the camera frame of this row (OpenCV), with projections through
+  ``camera/intrinsic`` and an in-image mask; joints with ``confidences/<joint>`` below
+  ``--opt min_confidence=0.5`` or NaN poses are masked;
+- ``action``: the same for the next sample (``left_hand.*`` / ``right_hand.*``), invalid on the last row;
+  ``state``: current wrist positions in this row's camera frame;
+- ``state_raw``: the source's camera, leftHand and rightHand transforms (3×4 row-major each, ARKit world).
+Pose frame i ↔ video frame i. A pose / video frame count difference up to ``--opt max_frame_mismatch=3``
+is aligned by the shorter with a warning; more is quarantined (``pose_frame_mismatch``).
+Rotation convention: ``wrist_rot`` = camera-from-world rotation × the joint's own ARKit rotation, i.e.
+the joint's local axes expressed in the OpenCV camera frame.
+"""
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from vlaflow.schemas import (
+    ACTION,
+    STATE,
+    TRAJ_HORIZON,
+    TRAJECTORY,
+    DatasetInfo,
+    Episode,
+    EpisodeError,
+    InputError,
+    get_embodiment,
+)
+
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
+from ..fs import resolve
+from ..sim.hdf5 import attr_str, natural_key, open_h5, safe_name
+from .errors import MissingFrames, MissingIntrinsics, NonFinitePose, PoseMismatch
+from .trajectory import Observations, build_chunks, cv_camera_from_world, pad_horizon
+from .video import VideoOptions, open_decoder, probe, sample_indices, store_frames
+
+EMBODIMENT = "human_hands"
+TASK_FAMILY = "egocentric"
+HANDS = ("left", "right")
+FINGERTIPS = ("ThumbTip", "IndexFingerTip", "MiddleFingerTip", "RingFingerTip", "LittleFingerTip")
+_HAND_SLOTS = ("wrist_pos", "wrist_rot", "fingertips")
+_FRAME_BYTES = 60_000  # planning estimate per stored 1080p JPEG frame
+OPTION_KEYS = {"rate_hz", "decoder", "storage", "jpeg_quality", "video_codec", "gop", "crf", "horizon",
+               "min_confidence", "max_frame_mismatch", "dataset"}
+
+
+def _is_egodex(f) -> bool:
+    return "transforms" in f and "camera" in f["transforms"] and "leftHand" in f["transforms"]
+
+
+def pick_instruction(attrs) -> tuple[str, list[str]]:
+    """EgoDex's rule: ``llm_type == "reversible"`` → the description ``which_llm_description`` names."""
+    d1, d2, old = (attr_str(attrs, k) for k in ("llm_description", "llm_description2", "description"))
+    every = [d for d in (d1, d2, old) if d]
+    if attr_str(attrs, "llm_type") == "reversible" and attr_str(attrs, "which_llm_description") == "2" and d2:
+        return d2, every
+    return (d1 or old or d2), every
+
+
+class EgoDexConverter(Converter):
+    name = "egodex"
+    version = "1.0"
+    description = ("EgoDex-style <i>.hdf5 (ARKit hand/camera poses, intrinsics) + <i>.mp4: frames with future wrist "
+                   "and fingertip trajectories in the current camera frame, 2D projections and masks")
+
+    @classmethod
+    def sniff(cls, input_path: str) -> bool:
+        try:
+            files = _scan(input_path, limit=1)
+            if not files:
+                return False
+            f = open_h5(files[0])
+            try:
+                return _is_egodex(f)
+            finally:
+                f.close()
+        except Exception:
+            return False
+
+    def __init__(self, input_path: str, options: ConverterOptions | None = None):
+        super().__init__(input_path, options)
+        fs, _ = resolve(input_path)
+        if type(fs).__name__ != "LocalFileSystem":
+            raise InputError(f"{input_path}: egodex reads local files (HDF5 + MP4); copy or mount them first")
+        self.root = Path(input_path)
+        if not self.root.exists():
+            raise InputError(f"{input_path}: no such file or folder")
+        self.files = _scan(input_path)
+        if not self.files:
+            raise InputError(f"{input_path}: no .hdf5 files found")
+        ex = self.options.extra
+        try:
+            self.video = VideoOptions.from_extra(ex)
+            self.horizon = int(ex.get("horizon", TRAJ_HORIZON))
+            self.min_conf = float(ex.get("min_confidence", 0.5))
+            self.max_mismatch = int(ex.get("max_frame_mismatch", 3))
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        if not 1 <= self.horizon <= TRAJ_HORIZON:
+            raise InputError(f"--opt horizon must be in 1..{TRAJ_HORIZON}")
+        self.dataset = safe_name(ex.get("dataset") or "egodex")
+        self.prompt = get_embodiment(EMBODIMENT).prompt(rate_hz=float(self.video.rate_hz))
+        self._warnings: list[str] = []
+        unknown = set(ex) - OPTION_KEYS
+        if unknown:
+            self._warnings.append(f"--opt {', '.join(sorted(unknown))} not used by egodex (it knows "
+                                  f"{', '.join(sorted(OPTION_KEYS))})")
+
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
+
+    def datasets(self) -> list[DatasetInfo]:
+        return [DatasetInfo(
+            name=self.dataset, task_family=TASK_FAMILY, embodiment=EMBODIMENT, fps=self.video.rate_hz,
+            license="CC BY-NC-ND 4.0 (EgoDex; non-commercial)", source_uri=str(self.input_path),
+            converter=self.name, converter_version=self.version, rotation_repr="matrix",
+            action_frame="current camera, OpenCV (x right, y down, z forward)", control_mode="hand_trajectory",
+            cameras={"primary": "<i>.mp4"}, action_raw_keys=[],
+            state_raw_keys=[f"{j}[3x4]:12" for j in ("camera", "leftHand", "rightHand")],
+            notes=[f"frames sampled at {self.video.rate_hz} Hz on the video's pts (timestamp_ns = pts - first pts)",
+                   "source world frame: ARKit (y up), origin differs per episode; camera pose per step in state_raw",
+                   "action = next sample's hand pose in this row's camera frame; invalid on the last row",
+                   f"joints with confidence < {self.min_conf} or NaN are masked; intrinsics per episode in extra"],
+            trajectory={"frame": "camera_opencv_current_row", "horizon": self.horizon, "stride": 1,
+                        "uv": "pixel / image size", "points": [], "source_rate": "video pts"},
+        )]
+
+    def plan(self, target_bytes: int) -> list[WorkUnit]:
+        units = []
+        for i, p in enumerate(self.files):
+            mp4 = p.with_suffix(".mp4")
+            size = mp4.stat().st_size if mp4.exists() else p.stat().st_size
+            units.append(WorkUnit(str(p), self._split(p), 0, 1, max(size, _FRAME_BYTES), file_index=i))
+        return units
+
+    def _split(self, p: Path) -> str:
+        if self.options.split:
+            return self.options.split
+        return "test" if "test" in p.relative_to(self.root).parts[:-1] else "train"
+
+    def _key(self, p: Path) -> str:
+        rel = p.relative_to(self.root).with_suffix("").parts if p != self.root else (p.stem,)
+        return "/".join([self.dataset] + [safe_name(x) for x in rel])
+
+    def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
+        p = Path(unit.source)
+        key = self._key(p)
+        try:
+            yield self._episode(p, key, unit)
+        except EpisodeError as err:
+            yield Rejected.from_error(key, err, unit.source)
+
+    def _episode(self, p: Path, key: str, unit: WorkUnit) -> Episode:
+        mp4 = p.with_suffix(".mp4")
+        f = open_h5(p)
+        try:
+            if "camera" not in f or "intrinsic" not in f["camera"]:
+                raise MissingIntrinsics(f"{p.name}: no camera/intrinsic")
+            K = np.asarray(f["camera/intrinsic"][()], np.float64)
+            if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0:
+                raise MissingIntrinsics(f"{p.name}: camera/intrinsic is not a valid 3x3 matrix ({K.shape})")
+            tf = f["transforms"] if "transforms" in f else None
+            if tf is None or "camera" not in tf:
+                raise MissingIntrinsics(f"{p.name}: no transforms/camera (camera pose needed for the camera frame)")
+            names = ["camera"] + [f"{h}Hand" for h in HANDS] + [f"{h}{t}" for h in HANDS for t in FINGERTIPS]
+            poses = {n: np.asarray(tf[n][()], np.float64) for n in names if n in tf}
+            conf = f["confidences"] if "confidences" in f else None
+            confs = {n: np.asarray(conf[n][()], np.float64) for n in names[1:] if conf is not None and n in conf}
+            instruction, every = pick_instruction(f.attrs)
+            attrs = {k: attr_str(f.attrs, k) for k in ("task", "environment", "object", "llm_type",
+                                                       "which_llm_description") if k in f.attrs}
+        finally:
+            f.close()
+        if not mp4.exists():
+            raise MissingFrames(f"{mp4.name}: video missing beside {p.name}")
+        index = probe(str(mp4))
+        n_pose = len(poses["camera"])
+        n = min(n_pose, index.num_frames)
+        gap = abs(n_pose - index.num_frames)
+        if gap > self.max_mismatch:
+            raise PoseMismatch(f"{p.name}: {n_pose} pose frames vs {index.num_frames} video frames "
+                               f"(more than --opt max_frame_mismatch={self.max_mismatch})")
+        if gap:
+            self._warnings.append(f"{key}: {n_pose} pose frames vs {index.num_frames} video frames; aligned on "
+                                  f"the first {n}")
+        short = sorted(k for k, v in {**poses, **confs}.items() if len(v) < n)
+        if short:
+            raise PoseMismatch(f"{p.name}: {short[0]} has {len(({**poses, **confs})[short[0]])} frames, camera {n_pose}")
+        frames = sample_indices(index.timestamps_ns, self.video.rate_hz, 0, n)
+        cam = poses["camera"][frames]
+        if not np.isfinite(cam).all():
+            bad = int(frames[np.nonzero(~np.isfinite(cam).reshape(len(frames), -1).all(1))[0][0]])
+            raise NonFinitePose(f"{p.name}: camera pose is not finite at frame {bad}")
+        cfw = cv_camera_from_world(cam, "arkit")
+        obs = Observations()
+        for h in HANDS:
+            wrist = poses.get(f"{h}Hand")
+            ok = self._valid(confs.get(f"{h}Hand"), wrist, frames)
+            if wrist is not None:
+                obs.positions[f"{h}_hand.wrist_pos"] = wrist[frames, :3, 3][:, None, :]
+                obs.position_valid[f"{h}_hand.wrist_pos"] = ok[:, None]
+                obs.rotations[f"{h}_hand.wrist_rot"] = wrist[frames, :3, :3]
+                obs.rotation_valid[f"{h}_hand.wrist_rot"] = ok
+            tips = np.zeros((len(frames), len(FINGERTIPS), 3))
+            tips_ok = np.zeros((len(frames), len(FINGERTIPS)), bool)
+            for i, t in enumerate(FINGERTIPS):
+                tp = poses.get(f"{h}{t}")
+                if tp is not None:
+                    tips[:, i] = tp[frames, :3, 3]
+                    tips_ok[:, i] = self._valid(confs.get(f"{h}{t}"), tp, frames)
+            obs.positions[f"{h}_hand.fingertips"] = tips
+            obs.position_valid[f"{h}_hand.fingertips"] = tips_ok
+        chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.horizon)
+        traj, tmask = pad_horizon(chunk, cmask)
+        s = len(frames)
+        action = np.zeros((s, ACTION.width), np.float32)
+        amask = np.zeros((s, ACTION.width), bool)
+        state = np.zeros((s, STATE.width), np.float32)
+        smask = np.zeros((s, STATE.width), bool)
+        for h in HANDS:
+            for slot in _HAND_SLOTS:
+                name = f"{h}_hand.{slot}"
+                a, b = ACTION.range(name)
+                ta, tb = TRAJECTORY.range(name)
+                action[:, a:b], amask[:, a:b] = chunk[:, 1, ta:tb], cmask[:, 1, ta:tb]
+            name = f"{h}_hand.wrist_pos"
+            a, b = STATE.range(name)
+            ta, tb = TRAJECTORY.range(name)
+            state[:, a:b], smask[:, a:b] = chunk[:, 0, ta:tb], cmask[:, 0, ta:tb]
+        raw = [poses["camera"][frames, :3, :4].reshape(s, 12)]
+        for h in HANDS:
+            w = poses.get(f"{h}Hand")
+            raw.append(np.zeros((s, 12)) if w is None else w[frames, :3, :4].reshape(s, 12))
+        decoder = open_decoder(self.video.decoder, str(mp4), index=index)
+        images, clip = store_frames(decoder, frames, self.video)
+        is_last = np.arange(s) == s - 1
+        extra = {**attrs, "intrinsic": K.tolist(), "image_size": [index.width, index.height],
+                 "video_frames": frames.tolist(), "pose_frames": n_pose, "video_frame_count": index.num_frames,
+                 "declared_fps": str(index.declared_rate), "measured_fps": str(index.mean_rate)}
+        return Episode(
+            dataset=self.dataset, episode_id=key, embodiment=EMBODIMENT, embodiment_prompt=self.prompt,
+            task_family=TASK_FAMILY, timestamp_ns=index.timestamps_ns[frames].astype(np.int64),
+            action=action, action_mask=amask, action_raw=np.zeros((s, 0), np.float32),
+            state=state, state_mask=smask, state_raw=np.concatenate(raw, 1).astype(np.float32),
+            is_first=np.arange(s) == 0, is_last=is_last, is_terminal=is_last.copy(), action_valid=~is_last,
+            instruction=instruction, instructions=every, language="en",
+            images={"primary": images} if images is not None else {},
+            videos={"primary": clip} if clip is not None else {},
+            split=unit.split, source_file=str(p), source_index=0, extra=extra,
+            trajectory=traj, trajectory_mask=tmask)
+
+    def _valid(self, conf, pose, frames) -> np.ndarray:
+        if pose is None:
+            return np.zeros(len(frames), bool)
+        ok = np.isfinite(pose[frames]).all((1, 2))
+        if conf is not None:
+            ok &= conf[frames] >= self.min_conf
+        return ok
+
+
+def _scan(input_path: str, limit: int | None = None) -> list[Path]:
+    p = Path(input_path)
+    if p.is_file():
+        return [p] if p.suffix.lower() in (".hdf5", ".h5") else []
+    out = []
+    for q in sorted(p.rglob("*.hdf5"), key=lambda x: natural_key(posixpath.join(*x.relative_to(p).parts))):
+        out.append(q)
+        if limit and len(out) >= limit:
+            break
+    return out

@@ -30,7 +30,7 @@ class _File:
         self.rel = rel
         self.local = os.path.join(local_dir, rel.replace("/", "_"))
         self.container = av.open(self.local, "w", format="mp4")
-        self.stream = self.container.add_stream_from_template(template)
+        self.stream = self.container.add_stream_from_template(template, opaque=True)  # remux: no codec needed
         self.key = _key(template)
         self.frames = 0
         self.end = None  # next free pts, in the first clip's time base

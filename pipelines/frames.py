@@ -1,0 +1,58 @@
+"""Loader side of frame storage: a row's camera → RGB array, whether stored as image bytes or video reference.
+
+Video references are decoded by integer frame index (presentation order): PyAV seeks to the keyframe at or
+before the frame and decodes forward (cost ≤ one GOP), or decord jumps there. Each file's pts index is
+probed once and kept in a bounded LRU (LeRobot's unbounded decoder cache reached ~30 GB per worker).
+"""
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+
+import numpy as np
+
+from vlaflow.converters.ego.video import VideoIndex, open_decoder, probe
+
+from .storage import Output
+
+DEFAULT_CACHE = 16  # open video indexes per reader
+
+
+class FrameReader:
+    """``FrameReader(output_root).read(path, [i, j, ...])`` → RGB arrays in the order asked."""
+
+    def __init__(self, root: str, backend: str = "pyav", cache: int = DEFAULT_CACHE):
+        self.out = Output(root)
+        self.backend, self.cache = backend, cache
+        self._index: OrderedDict[str, VideoIndex] = OrderedDict()
+
+    def _local(self, rel: str) -> str:
+        path = self.out.path(rel)
+        if type(self.out.fs).__name__ != "LocalFileSystem":
+            raise ValueError("FrameReader decodes videos from a local output folder")
+        return path
+
+    def index(self, rel: str) -> VideoIndex:
+        if rel in self._index:
+            self._index.move_to_end(rel)
+        else:
+            self._index[rel] = probe(self._local(rel))
+            if len(self._index) > self.cache:
+                self._index.popitem(last=False)
+        return self._index[rel]
+
+    def read(self, rel: str, indices) -> list[np.ndarray]:
+        wanted = [int(i) for i in indices]
+        dec = open_decoder(self.backend, self._local(rel), index=self.index(rel))
+        got = dict(dec.frames(sorted(set(wanted))))
+        return [got[i] for i in wanted]
+
+    def frame(self, images: dict | None, video: dict | None) -> np.ndarray:
+        """One camera of one row: ``images.<role>`` ({bytes, path}) or ``videos.<role>`` ({path, frame_index})."""
+        if images and images.get("bytes") is not None:
+            from PIL import Image
+
+            return np.asarray(Image.open(io.BytesIO(images["bytes"])).convert("RGB"))
+        if video and video.get("path"):
+            return self.read(video["path"], [video["frame_index"]])[0]
+        raise ValueError("this row has no frame for the camera")

@@ -19,12 +19,13 @@ DEFAULT_CACHE = 16  # open video indexes per reader
 
 
 class FrameReader:
-    """``FrameReader(output_root).read(path, [i, j, ...])`` → RGB arrays in the order asked."""
+    """``FrameReader(output_root).read(path, [i, j, ...])`` → RGB arrays in the order asked. Keeps up to
+    ``cache`` decoders open (one per video file)."""
 
     def __init__(self, root: str, backend: str = "pyav", cache: int = DEFAULT_CACHE):
         self.out = Output(root)
         self.backend, self.cache = backend, cache
-        self._index: OrderedDict[str, VideoIndex] = OrderedDict()
+        self._decoders: OrderedDict[str, object] = OrderedDict()
 
     def _local(self, rel: str) -> str:
         path = self.out.path(rel)
@@ -32,20 +33,28 @@ class FrameReader:
             raise ValueError("FrameReader decodes videos from a local output folder")
         return path
 
-    def index(self, rel: str) -> VideoIndex:
-        if rel in self._index:
-            self._index.move_to_end(rel)
+    def decoder(self, rel: str):
+        """The open decoder of ``rel`` (pts index probed once), least recently used ones closed."""
+        if rel in self._decoders:
+            self._decoders.move_to_end(rel)
         else:
-            self._index[rel] = probe(self._local(rel))
-            if len(self._index) > self.cache:
-                self._index.popitem(last=False)
-        return self._index[rel]
+            path = self._local(rel)
+            self._decoders[rel] = open_decoder(self.backend, path, index=probe(path))
+            if len(self._decoders) > self.cache:
+                self._decoders.popitem(last=False)[1].close()
+        return self._decoders[rel]
+
+    def index(self, rel: str) -> VideoIndex:
+        return self.decoder(rel).index
 
     def read(self, rel: str, indices) -> list[np.ndarray]:
         wanted = [int(i) for i in indices]
-        dec = open_decoder(self.backend, self._local(rel), index=self.index(rel))
-        got = dict(dec.frames(sorted(set(wanted))))
+        got = dict(self.decoder(rel).frames(sorted(set(wanted))))
         return [got[i] for i in wanted]
+
+    def close(self) -> None:
+        while self._decoders:
+            self._decoders.popitem()[1].close()
 
     def frame(self, images: dict | None, video: dict | None) -> np.ndarray:
         """One camera of one row: ``images.<role>`` ({bytes, path}) or ``videos.<role>`` ({path, frame_index})."""

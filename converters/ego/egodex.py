@@ -239,7 +239,10 @@ class EgoDexConverter(Converter):
             w = poses.get(f"{h}Hand")
             raw.append(np.zeros((s, 12)) if w is None else w[frames, :3, :4].reshape(s, 12))
         decoder = open_decoder(self.video.decoder, str(mp4), index=index)
-        images, clip = store_frames(decoder, frames, self.video)
+        try:
+            images, clip = store_frames(decoder, frames, self.video)
+        finally:
+            decoder.close()
         is_last = np.arange(s) == s - 1
         extra = {**attrs, "intrinsic": K.tolist(), "image_size": [index.width, index.height],
                  "video_frames": frames.tolist(), "pose_frames": n_pose, "video_frame_count": index.num_frames,

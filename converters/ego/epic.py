@@ -392,5 +392,6 @@ class _VideoSource:
         return pick
 
     def close(self):
+        self.decoder.close()
         if self._fh is not None:
             self._fh.close()

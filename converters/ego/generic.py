@@ -251,7 +251,11 @@ class VideoTrajectoryConverter(Converter):
             add(name, "points.xyz", "points.uv", TRAJ_POINTS, i)
         chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.horizon)
         traj, tmask = pad_horizon(chunk, cmask)
-        images, clip = store_frames(open_decoder(self.video.decoder, str(video), index=index), frames, self.video)
+        decoder = open_decoder(self.video.decoder, str(video), index=index)
+        try:
+            images, clip = store_frames(decoder, frames, self.video)
+        finally:
+            decoder.close()
         is_last = np.arange(s) == s - 1
         text = str(doc.get("instruction") or "")
         return Episode(

@@ -117,12 +117,19 @@ def sample_indices(timestamps_ns: np.ndarray, rate_hz: Fraction, start: int = 0,
 
 
 class PyAVDecoder:
-    """Forward decoding from a keyframe; frames matched to indices through their pts."""
+    """Forward decoding from a keyframe; frames matched to indices through their pts. The container stays
+    open between calls (a loader reuses it), ``close`` releases it."""
 
     def __init__(self, src, index: VideoIndex | None = None):
         self.src = src
         self.index = index or probe(src)
         self._pos = {int(p): i for i, p in enumerate(self.index.pts)}
+        self._container = None
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
 
     def frames(self, wanted) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (index, RGB array) for sorted unique ``wanted`` indices; raises if any is not decodable."""
@@ -134,15 +141,16 @@ class PyAVDecoder:
         if wanted[-1] >= self.index.num_frames or wanted[0] < 0:
             raise UndecodableVideo(f"{_name(self.src)}: frame {wanted[-1]} past the video's "
                                    f"{self.index.num_frames} frames")
-        if hasattr(self.src, "seek"):
-            self.src.seek(0)
-        container = _open_av(self.src)
+        if self._container is None:
+            if hasattr(self.src, "seek"):
+                self.src.seek(0)
+            self._container = _open_av(self.src)
+            self._container.streams.video[0].thread_type = "AUTO"
+        container = self._container
         got = 0
         try:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            if wanted[0] > 0:
-                container.seek(int(self.index.pts[wanted[0]]), stream=stream, backward=True, any_frame=False)
+            container.seek(int(self.index.pts[wanted[0]]), stream=stream, backward=True, any_frame=False)
             want = set(wanted)
             for frame in container.decode(stream):
                 i = self._pos.get(frame.pts if frame.pts is not None else -1)
@@ -155,11 +163,11 @@ class PyAVDecoder:
                 if i == wanted[-1]:
                     break
         except (av.error.FFmpegError, OSError, ValueError) as err:
+            self.close()
             raise UndecodableVideo(f"{_name(self.src)}: decode failed after {got} of {len(wanted)} frames "
                                    f"({type(err).__name__}: {err})") from None
-        finally:
-            container.close()
         if got != len(wanted):
+            self.close()
             raise UndecodableVideo(f"{_name(self.src)}: only {got} of {len(wanted)} wanted frames decoded "
                                    "(truncated or corrupt video)")
 
@@ -193,6 +201,9 @@ class DecordDecoder:
                 raise UndecodableVideo(f"{_name(self.src)}: decord failed on frames {part[0]}..{part[-1]} "
                                        f"({type(err).__name__})") from None
             yield from zip(part, batch)
+
+    def close(self) -> None:
+        self.reader = None
 
 
 def open_decoder(kind: str, path: str, fh=None, index: VideoIndex | None = None):

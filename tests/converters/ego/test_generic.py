@@ -1,0 +1,106 @@
+"""video_trajectory: a user's video + point-track file (JSON and Parquet) → frames with trajectory targets."""
+import json
+from fractions import Fraction
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vlaflow.converters.base import ConverterOptions, Rejected
+from vlaflow.converters.ego import VideoTrajectoryConverter
+from vlaflow.converters.ego.video import ClipEncoder
+from vlaflow.schemas import TRAJECTORY, Episode, validate_episode
+
+W, H, FPS, N = 160, 120, 30, 45
+K = [[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]]
+
+
+def write_video(path, n=N, fps=FPS):
+    enc = ClipEncoder(Fraction(fps), "h264", gop=15)
+    for i in range(n):
+        enc.add(np.full((H, W, 3), (i * 5) % 250, np.uint8))
+    path.write_bytes(enc.finish())
+
+
+def convert(path, **opts):
+    conv = VideoTrajectoryConverter(str(path), ConverterOptions(extra=opts))
+    return conv, [it for u in conv.plan(1 << 26) for it in conv.read(u)]
+
+
+def test_pixel_tracks_json(tmp_path):
+    write_video(tmp_path / "clip.mp4")
+    # a cup moving right 2 px per frame; the left wrist seen only on even frames
+    cup = [[10 + 2 * i, 60] for i in range(N)]
+    wrist = [[80, 100] if i % 2 == 0 else None for i in range(N)]
+    (tmp_path / "clip.json").write_text(json.dumps({"instruction": "push the cup", "space": "pixel",
+                                                    "points": {"cup": cup, "left_wrist": wrist}}))
+    assert VideoTrajectoryConverter.sniff(str(tmp_path))
+    conv, (ep,) = convert(tmp_path, rate_hz="10", horizon="4")
+    assert isinstance(ep, Episode), ep
+    validate_episode(ep)
+    assert ep.length == 15 and ep.extra["video_frames"] == list(range(0, N, 3)) and ep.instruction == "push the cup"
+    assert ep.timestamp_ns.tolist() == [i * 100_000_000 for i in range(15)]
+    a, _ = TRAJECTORY.range("points.uv")
+    # row 0, horizon k → sample k+1 = video frame 3(k+1): cup at x = 10 + 6(k+1)
+    assert np.allclose(ep.trajectory[0, :4, a], [(10 + 6 * (k + 1)) / W for k in range(4)])
+    assert np.allclose(ep.trajectory[0, :4, a + 1], 0.5) and ep.trajectory_mask[0, :4, a].all()
+    assert not ep.trajectory_mask[:, 4:].any() and not ep.trajectory_mask[14].any()  # horizon 4; last row no future
+    w, _ = TRAJECTORY.range("left_hand.wrist_uv")
+    # sample s is frame 3s: even frames when s is even, so the wrist is masked on odd samples
+    assert ep.trajectory_mask[0, :4, w].tolist() == [False, True, False, True]
+    assert np.all(ep.trajectory[~ep.trajectory_mask] == 0)
+    x, _ = TRAJECTORY.range("points.xyz")
+    assert not ep.trajectory_mask[..., x].any()  # pixel tracks fill only image slots
+    assert ep.extra["points"] == ["cup"] and conv.datasets()[0].trajectory["horizon"] == 4
+
+
+def test_camera_tracks_parquet_with_moving_camera(tmp_path):
+    """3D points in a world frame + per-frame camera poses: targets in the current camera, projected."""
+    write_video(tmp_path / "rig.mp4")
+    rows = []
+    for i in range(N):
+        rows.append({"frame_index": i, "point": "tool", "x": 0.0, "y": 0.0, "z": 2.0, "confidence": 1.0})
+    t = pa.Table.from_pylist(rows)
+    poses = np.repeat(np.eye(4)[None], N, 0)
+    poses[:, 0, 3] = 0.01 * np.arange(N)  # camera slides +x 1 cm per frame (OpenCV convention)
+    meta = {"space": "world", "intrinsics": K, "camera_to_world": poses.tolist(), "camera_convention": "opencv",
+            "instruction": "track the tool"}
+    t = t.replace_schema_metadata({"vlaflow_trajectory": json.dumps(meta)})
+    pq.write_table(t, tmp_path / "rig.parquet")
+    _, (ep,) = convert(tmp_path, rate_hz="10", horizon="2")
+    assert isinstance(ep, Episode), ep
+    validate_episode(ep)
+    a, _ = TRAJECTORY.range("points.xyz")
+    u, _ = TRAJECTORY.range("points.uv")
+    # row 1 = frame 3, camera at x = 0.03; the static tool stays at camera x = -0.03 for every future step
+    assert np.allclose(ep.trajectory[1, :2, a:a + 3], [[-0.03, 0, 2.0]] * 2, atol=1e-6)
+    assert np.allclose(ep.trajectory[1, 0, u:u + 2], [(80 - 100 * 0.03 / 2) / W, 0.5], atol=1e-6)
+
+
+def test_bad_tracks_are_quarantined(tmp_path):
+    write_video(tmp_path / "a.mp4")
+    (tmp_path / "a.json").write_text(json.dumps({"points": {"cup": [[1, 2]] * (N + 5)},
+                                                 "frame_index": list(range(N + 5))}))
+    write_video(tmp_path / "b.mp4")
+    (tmp_path / "b.json").write_text(json.dumps({"points": {"cup": [[1, 2, 3]] * N}, "space": "pixel"}))
+    (tmp_path / "c.json").write_text(json.dumps({"points": {"cup": [[1, 2]]}, "video": "../etc/x.mp4"}))
+    (tmp_path / "d.json").write_text(json.dumps({"points": {"cup": [[1, 2]]}}))  # no d.mp4
+    write_video(tmp_path / "e.mp4")
+    (tmp_path / "e.json").write_text(json.dumps({"points": {"cup": [[0, 0, 1]] * N}, "space": "world"}))
+    (tmp_path / "f.mp4").write_bytes((tmp_path / "a.mp4").read_bytes()[:300])  # truncated video
+    (tmp_path / "f.json").write_text(json.dumps({"points": {"cup": [[1, 2]] * N}}))
+    _, items = convert(tmp_path)
+    codes = {it.episode_key.split("/")[-1]: it.code for it in items if isinstance(it, Rejected)}
+    assert codes == {"a": "missing_frames", "b": "feature_mismatch", "c": "unsafe_path", "d": "missing_frames",
+                     "e": "feature_mismatch", "f": "undecodable_video"}
+
+
+def test_options_are_checked(tmp_path):
+    write_video(tmp_path / "clip.mp4")
+    (tmp_path / "clip.json").write_text(json.dumps({"points": {"cup": [[1, 2]] * N}}))
+    from vlaflow.schemas import InputError
+
+    for bad in ({"horizon": "99"}, {"decoder": "opencv"}, {"storage": "gif"}, {"rate_hz": "0"}):
+        with pytest.raises(InputError):
+            convert(tmp_path, **bad)

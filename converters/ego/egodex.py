@@ -55,11 +55,11 @@ def _is_egodex(f) -> bool:
     return "transforms" in f and "camera" in f["transforms"] and "leftHand" in f["transforms"]
 
 
-def pick_instruction(attrs) -> tuple[str, list[str]]:
+def pick_instruction(f) -> tuple[str, list[str]]:
     """EgoDex's rule: ``llm_type == "reversible"`` → the description ``which_llm_description`` names."""
-    d1, d2, old = (attr_str(attrs, k) for k in ("llm_description", "llm_description2", "description"))
+    d1, d2, old = (attr_str(f, k) for k in ("llm_description", "llm_description2", "description"))
     every = [d for d in (d1, d2, old) if d]
-    if attr_str(attrs, "llm_type") == "reversible" and attr_str(attrs, "which_llm_description") == "2" and d2:
+    if attr_str(f, "llm_type") == "reversible" and attr_str(f, "which_llm_description") == "2" and d2:
         return d2, every
     return (d1 or old or d2), every
 
@@ -173,8 +173,8 @@ class EgoDexConverter(Converter):
             poses = {n: np.asarray(tf[n][()], np.float64) for n in names if n in tf}
             conf = f["confidences"] if "confidences" in f else None
             confs = {n: np.asarray(conf[n][()], np.float64) for n in names[1:] if conf is not None and n in conf}
-            instruction, every = pick_instruction(f.attrs)
-            attrs = {k: attr_str(f.attrs, k) for k in ("task", "environment", "object", "llm_type",
+            instruction, every = pick_instruction(f)
+            attrs = {k: attr_str(f, k) for k in ("task", "environment", "object", "llm_type",
                                                        "which_llm_description") if k in f.attrs}
         finally:
             f.close()

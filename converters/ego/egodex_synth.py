@@ -48,15 +48,23 @@ def _rot_x(a):
     return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
 
 
-def write_video(path: Path, n: int, fps: int, width: int, height: int) -> None:
+def write_video(path: Path, n: int, fps: int, width: int, height: int, textured: bool = False) -> None:
+    """``textured``: a moving noise texture instead of flat frames (realistic codec work for benchmarks;
+    frames then do not name themselves)."""
     import av
 
+    tex = np.random.default_rng(0).integers(40, 216, (2 * height, 2 * width, 3), np.uint8) if textured else None
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=fps, options={"crf": "18", "g": str(fps)})
         s.width, s.height, s.pix_fmt = width, height, "yuv420p"
         s.codec_context.time_base = Fraction(1, fps)
         for i in range(n):
-            f = av.VideoFrame.from_ndarray(np.full((height, width, 3), frame_level(i), np.uint8), format="rgb24")
+            if tex is not None:
+                y, x = (2 * i) % height, (3 * i) % width
+                img = np.ascontiguousarray(tex[y:y + height, x:x + width])
+            else:
+                img = np.full((height, width, 3), frame_level(i), np.uint8)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
             f.pts, f.time_base = i, Fraction(1, fps)
             for p in s.encode(f):
                 out.mux(p)
@@ -69,7 +77,8 @@ def write_egodex_episode(folder, index: int, *, n_frames: int = 45, fps: int = 3
                          which: int = 2, old_style: bool = False, with_confidences: bool = True,
                          static_camera: bool = False, occlude: tuple | None = None,
                          plant: dict | None = None, pose_frames: int | None = None, nan_at: tuple | None = None,
-                         drop_intrinsic: bool = False, truncate_video: bool = False, write_mp4: bool = True) -> dict:
+                         drop_intrinsic: bool = False, truncate_video: bool = False, write_mp4: bool = True,
+                         textured: bool = False) -> dict:
     """Write ``<folder>/<index>.hdf5`` + ``.mp4``; return the ground truth (camera frame = OpenCV, float64).
 
     ``plant={"right": (frame, xyz_cv)}`` pins a wrist at a camera-frame point on one frame; ``occlude=(joint,
@@ -150,7 +159,7 @@ def write_egodex_episode(folder, index: int, *, n_frames: int = 45, fps: int = 3
         f.attrs.update({"task": task, "environment": "kitchen_table", "object": "towel"})
     if write_mp4:
         mp4 = folder / f"{index}.mp4"
-        write_video(mp4, n, fps, width, height)
+        write_video(mp4, n, fps, width, height, textured)
         if truncate_video:
             data = mp4.read_bytes()
             mp4.write_bytes(data[: len(data) // 2])

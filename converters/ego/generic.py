@@ -17,6 +17,10 @@ JSON track file::
 Parquet track file: long format ``frame_index, point, x, y[, z][, confidence]``, the header fields above
 as JSON in the schema metadata key ``vlaflow_trajectory``.
 
+With ``--opt hands=mediapipe`` (optional extra ``vlaflow[hands]``), MP4s without a track file are taken too
+and both hands' wrists and fingertips are tracked in 2D on every sampled frame (``hands2d.py``);
+``--opt instruction=`` gives such videos an instruction.
+
 Points named ``left_wrist`` / ``right_wrist`` fill the hand wrist slots; up to 8 others fill ``points.*``
 in first-seen order (names per episode in the episodes table's ``extra.points``). ``camera`` points
 without ``camera_to_world`` assume a static camera. Pixel points fill only ``*_uv``.
@@ -54,7 +58,7 @@ SPACES = ("pixel", "camera", "world")
 HAND_POINTS = {"left_wrist": "left_hand", "right_wrist": "right_hand"}
 TRACK_EXTS = (".json", ".parquet")
 OPTION_KEYS = {"rate_hz", "decoder", "storage", "jpeg_quality", "video_codec", "gop", "crf", "horizon", "dataset",
-               "min_confidence"}
+               "min_confidence", "hands", "mirrored", "instruction"}
 
 
 class BadTrackFile(FeatureMismatch):
@@ -125,7 +129,11 @@ class VideoTrajectoryConverter(Converter):
         self.root = Path(input_path)
         if not self.root.exists():
             raise InputError(f"{input_path}: no such file or folder")
-        self.files = _scan(self.root)
+        self.hands = str(self.options.extra.get("hands", "")).lower()
+        if self.hands not in ("", "none", "mediapipe"):
+            raise InputError(f"--opt hands must be mediapipe or none, got {self.hands!r}")
+        self.hands = self.hands if self.hands == "mediapipe" else ""
+        self.files = _scan(self.root, videos=bool(self.hands))
         if not self.files:
             raise InputError(f"{input_path}: no track files (.json with a 'points' mapping, or .parquet)")
         ex = self.options.extra
@@ -179,7 +187,11 @@ class VideoTrajectoryConverter(Converter):
         return v
 
     def _episode(self, p: Path, key: str, unit: WorkUnit) -> Episode:
-        doc = load_tracks(p)
+        if p.suffix == ".mp4":  # a bare video: hands come from the detector (--opt hands=mediapipe)
+            doc = {"points": {}, "space": "pixel", "video": p.name,
+                   "instruction": str(self.options.extra.get("instruction", ""))}
+        else:
+            doc = load_tracks(p)
         space = doc.get("space", "pixel")
         if space not in SPACES:
             raise BadTrackFile(f"{p.name}: space must be one of {SPACES}, got {space!r}")
@@ -249,13 +261,26 @@ class VideoTrajectoryConverter(Converter):
                 add(name, f"{hand}.wrist_pos", f"{hand}.wrist_uv", 1, 0)
         for i, name in enumerate(others):
             add(name, "points.xyz", "points.uv", TRAJ_POINTS, i)
-        chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.horizon)
-        traj, tmask = pad_horizon(chunk, cmask)
         decoder = open_decoder(self.video.decoder, str(video), index=index)
+        tracker = None
+        if self.hands:
+            from .hands2d import MediaPipeHands, TapDecoder
+
+            tracker = MediaPipeHands(mirrored=self.options.flag("mirrored"), min_confidence=self.min_conf)
+            decoder = TapDecoder(decoder, tracker.add)
         try:
             images, clip = store_frames(decoder, frames, self.video)
         finally:
             decoder.close()
+            if tracker is not None:
+                tracker.close()
+        if tracker is not None:
+            pts, ok = tracker.image_points()
+            for uv_slot in pts:
+                if uv_slot not in obs.image_points and uv_slot.replace("_uv", "_pos") not in obs.positions:
+                    obs.image_points[uv_slot], obs.image_valid[uv_slot] = pts[uv_slot], ok[uv_slot]
+        chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.horizon)
+        traj, tmask = pad_horizon(chunk, cmask)
         is_last = np.arange(s) == s - 1
         text = str(doc.get("instruction") or "")
         return Episode(
@@ -270,16 +295,20 @@ class VideoTrajectoryConverter(Converter):
             videos={"primary": clip} if clip is not None else {},
             split=unit.split, source_file=str(p), source_index=0, trajectory=traj, trajectory_mask=tmask,
             extra={"points": others, "hand_points": [n for n in HAND_POINTS if n in doc["points"]], "space": space,
+                   "hand_tracker": "mediapipe==0.10.14" if tracker is not None else None,
                    "video": video.name, "video_frames": frames.tolist(), "image_size": [index.width, index.height],
                    "intrinsic": K.tolist() if K is not None else None})
 
 
-def _scan(p: Path, limit: int | None = None) -> list[Path]:
+def _scan(p: Path, limit: int | None = None, videos: bool = False) -> list[Path]:
+    """Track files (and, with ``videos``, MP4s that have none), in natural order."""
     if p.is_file():
-        return [p] if p.suffix in TRACK_EXTS else []
+        return [p] if p.suffix in TRACK_EXTS or (videos and p.suffix == ".mp4") else []
     out = []
-    for q in sorted((x for x in p.rglob("*") if x.suffix in TRACK_EXTS and x.is_file()),
+    for q in sorted((x for x in p.rglob("*") if x.is_file() and (x.suffix in TRACK_EXTS or (videos and x.suffix == ".mp4"))),
                     key=lambda x: natural_key(str(x.relative_to(p)))):
+        if q.suffix == ".mp4" and any(q.with_suffix(e).exists() for e in TRACK_EXTS):
+            continue  # its track file is the episode
         if q.suffix == ".json" and not q.with_suffix(".mp4").exists() and '"points"' not in q.read_text()[:65536]:
             continue
         out.append(q)

@@ -9,7 +9,7 @@ from PIL import Image
 from vlaflow.converters.base import ConverterOptions, Rejected
 from vlaflow.converters.ego import EgoDexConverter
 from vlaflow.converters.ego.egodex_synth import EGODEX_JOINTS, FINGERTIPS, frame_from_level, write_egodex_episode
-from vlaflow.schemas import ACTION, STATE, TRAJECTORY, Episode, validate_episode
+from vlaflow.schemas import ACTION, STATE, TRAJECTORY, validate_episode
 from vlaflow.schemas.rotations import rotvec_to_matrix
 
 FLIP = np.diag([1.0, -1.0, -1.0])
@@ -53,7 +53,7 @@ def test_layout_and_instruction_rules(tmp_path):
 
 
 def test_frames_are_the_sampled_video_frames(moving):
-    _, gt, _, ep = moving
+    _, _, _, ep = moving
     validate_episode(ep, verify_images=True)
     assert ep.extra["video_frames"] == list(range(0, 45, 3)) and ep.length == 15  # 30 fps video, 10 Hz
     assert ep.timestamp_ns.tolist() == [f * 1_000_000_000 // 30 for f in range(0, 45, 3)]

@@ -206,3 +206,34 @@ def test_r2r_split_file_with_connectivity_flag(tmp_path):
     assert r.returncode == 3, r.stderr  # paths whose scan graph is absent are quarantined
     led = json.loads((tmp_path / "out/meta/ledger.json").read_text())
     assert (led["episodes_out"], led["by_reason"]) == (84, {"missing_connectivity": 937})
+
+
+def test_epic_with_frames_root_flag_and_auto_detection(tmp_path):
+    """`--input` the CSV, `--frames-root` the media; a segment whose media are absent is quarantined."""
+    import csv
+
+    from vlaflow.converters import sniff
+    from vlaflow.converters.ego.egodex_synth import write_egodex_episode
+
+    shared = Path(__file__).resolve().parents[2].parent / "shared/fixtures/ego"
+    frames = shared / "epic_fields_frames"
+    if not frames.is_dir():
+        pytest.skip(f"real EPIC frames not found at {frames}")
+    header = ["narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
+              "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun",
+              "noun_class", "all_nouns", "all_noun_classes"]
+    ann = tmp_path / "EPIC_100_mine.csv"
+    with ann.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for nid, vid in (("P28_101_0", "P28_101"), ("P99_01_0", "P99_01")):
+            w.writerow([nid, vid[:3], vid, "00:00:01.7", "00:00:01.60", "00:00:02.30", 80, 115, "open drawer",
+                        "open", 3, "drawer", 8, "['drawer']", "[8]"])
+    write_egodex_episode(tmp_path / "egodex" / "part1" / "fold", 0)
+    assert sniff(str(ann)) == "epic_kitchens" and sniff(str(tmp_path / "egodex")) == "egodex"
+    r = run("ingest", "--converter", "auto", "--input", ann, "--frames-root", frames, "--opt", "fps=50",
+            "--output", tmp_path / "out")
+    assert r.returncode == 3, r.stderr
+    led = json.loads((tmp_path / "out/meta/ledger.json").read_text())
+    assert (led["episodes_out"], led["by_reason"]) == (1, {"missing_frames": 1})
+    assert run("validate", tmp_path / "out").returncode == 0

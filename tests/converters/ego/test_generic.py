@@ -35,7 +35,9 @@ def test_pixel_tracks_json(tmp_path):
     wrist = [[80, 100] if i % 2 == 0 else None for i in range(N)]
     (tmp_path / "clip.json").write_text(json.dumps({"instruction": "push the cup", "space": "pixel",
                                                     "points": {"cup": cup, "left_wrist": wrist}}))
-    assert VideoTrajectoryConverter.sniff(str(tmp_path))
+    from vlaflow.converters import sniff
+
+    assert VideoTrajectoryConverter.sniff(str(tmp_path)) and sniff(str(tmp_path)) == "video_trajectory"
     conv, (ep,) = convert(tmp_path, rate_hz="10", horizon="4")
     assert isinstance(ep, Episode), ep
     validate_episode(ep)

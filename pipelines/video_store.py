@@ -62,13 +62,16 @@ class ShardVideos:
                 files.append(_File(video_path(self.shard_rel, role, len(files)), ist, self.tmpdir))
             f = files[-1]
             shift = 0 if f.end is None else f.end
-            count, end = 0, shift
+            count, end, prev = 0, shift, None
             for pkt in src.demux(ist):
                 if pkt.dts is None:
                     continue
                 pkt.pts += shift
                 pkt.dts += shift
-                end = max(end, pkt.pts + (pkt.duration or 0))
+                # a packet without a duration (some encoders) still occupies one frame period
+                step = pkt.duration or (pkt.pts - prev if prev is not None and pkt.pts > prev else 1)
+                prev = pkt.pts
+                end = max(end, pkt.pts + step)
                 pkt.stream = f.stream
                 f.container.mux(pkt)
                 count += 1

@@ -90,30 +90,39 @@ def convert_group(group: Group, converter: str, input_path: str, options: Conver
         batch.clear()
         batch_bytes = 0
 
-    for unit in group.units:
-        for item in conv.read(unit):
-            if isinstance(item, Rejected):
-                rejected.append(item.__dict__)
-                steps_in += item.steps
-                progress.add(1, item.steps)
-                continue
-            steps_in += item.length
-            progress.add(1, item.length)
-            try:
-                validate_episode(item, verify_images=verify_images)
-            except EpisodeError as err:
-                rejected.append(Rejected.from_error(item.episode_id, err, f"{item.source_file}#"
-                                                    f"{item.source_index}", item.length).__dict__)
-                continue
-            rows.append(episode_row(item, group.shard))
-            batch.append(item)
-            batch_bytes += _nbytes(item)
-            if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_EPISODES:
-                flush()
-    if batch:
-        flush()
+    def consume():
+        nonlocal steps_in, batch_bytes
+        for unit in group.units:
+            for item in conv.read(unit):
+                if isinstance(item, Rejected):
+                    rejected.append(item.__dict__)
+                    steps_in += item.steps
+                    progress.add(1, item.steps)
+                    continue
+                steps_in += item.length
+                progress.add(1, item.length)
+                try:
+                    validate_episode(item, verify_images=verify_images)
+                except EpisodeError as err:
+                    rejected.append(Rejected.from_error(item.episode_id, err, f"{item.source_file}#"
+                                                        f"{item.source_index}", item.length).__dict__)
+                    continue
+                rows.append(episode_row(item, group.shard))
+                batch.append(item)
+                batch_bytes += _nbytes(item)
+                if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_EPISODES:
+                    flush()
+        if batch:
+            flush()
+
+    try:
+        consume()
+        shard = writer.close() if writer is not None else None
+    except BaseException:
+        if writer is not None:  # no half-written shard, temporary MP4s or open containers left behind
+            writer.abort()
+        raise
     progress.add(0, 0, force=True)
-    shard = writer.close() if writer is not None else None
     if shard is not None:
         for row, rg in zip(rows, shard.pop("episode_row_group"), strict=True):
             row["row_group"] = rg

@@ -13,6 +13,7 @@ import numpy as np
 
 from vlaflow.converters.ego.video import VideoIndex, open_decoder, probe
 
+from .layout import is_safe_rel
 from .storage import Output
 
 DEFAULT_CACHE = 16  # open video indexes per reader
@@ -28,6 +29,8 @@ class FrameReader:
         self._decoders: OrderedDict[str, object] = OrderedDict()
 
     def _local(self, rel: str) -> str:
+        if not is_safe_rel(rel):
+            raise ValueError(f"video path {rel[:100]!r} is not a relative path inside the output")
         path = self.out.path(rel)
         if type(self.out.fs).__name__ != "LocalFileSystem":
             raise ValueError("FrameReader decodes videos from a local output folder")

@@ -97,6 +97,16 @@ class ShardWriter:
         self.rows += len(table)
         self.episodes += episodes
 
+    def abort(self) -> None:
+        """After a failure: release files and temporary videos, leave nothing half-written behind."""
+        for step in (lambda: self.row_groups.writer.close(), self.sink.close,
+                     lambda: self.out.fs.delete_file(self.tmp),
+                     lambda: self._videos.abort() if self._videos is not None else None):
+            try:
+                step()
+            except Exception:  # best effort: the original error is what the caller reports
+                pass
+
     def close(self) -> dict:
         self.row_groups.flush()
         self.row_groups.writer.close()

@@ -13,7 +13,7 @@ from vlaflow.schemas import (ACTION, SCHEMA_VERSION, STATE, Col, EpCol, InputErr
 from vlaflow.schemas.columns import CAMERA_ROLES, TASK_FAMILIES
 from vlaflow.schemas.conventions import parse_fps
 
-from .layout import DATA_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE, VIDEO_DIR
+from .layout import DATA_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE, VIDEO_DIR, is_safe_rel
 from .storage import Output
 
 _COLUMNS = [Col.DATASET, Col.EPISODE_ID, Col.STEP_INDEX, Col.TIMESTAMP_NS, Col.TASK_FAMILY, Col.EMBODIMENT,
@@ -163,6 +163,10 @@ def validate_output(uri: str, check_images: bool = False) -> tuple[list[str], di
     listed = set()
     for sh in manifest["shards"]:
         rel = sh["path"]
+        unsafe = [x for x in [rel] + [v["path"] for v in sh.get("videos", [])] if not is_safe_rel(x)]
+        if unsafe:
+            problems.append(f"manifest path {str(unsafe[0])[:100]!r} leaves the output folder")
+            continue
         listed.add(rel)
         shard_videos = {}
         for v in sh.get("videos", []):

@@ -66,6 +66,8 @@ class ShardVideos:
             for pkt in src.demux(ist):
                 if pkt.dts is None:
                     continue
+                if count == 0 and pkt.dts < 0:
+                    raise ValueError("clip starts with a negative dts (B-frames?); encode clips with ClipEncoder")
                 pkt.pts += shift
                 pkt.dts += shift
                 # a packet without a duration (some encoders) still occupies one frame period

@@ -86,23 +86,25 @@ def load_tracks(path: Path) -> dict:
     need = {"frame_index", "point", "x", "y"} - set(t.column_names)
     if need:
         raise BadTrackFile(f"{path.name}: missing columns {sorted(need)}")
+    if t["frame_index"].null_count or t["point"].null_count:
+        raise BadTrackFile(f"{path.name}: null frame_index or point")
     cols = {c: t[c].to_numpy(zero_copy_only=False) for c in t.column_names}
-    frames = np.unique(cols["frame_index"].astype(np.int64))
-    pos = {int(f): i for i, f in enumerate(frames)}
+    fi = cols["frame_index"].astype(np.int64)
+    frames, frow = np.unique(fi, return_inverse=True)
+    names, prow = np.unique(cols["point"].astype(str), return_inverse=True)
+    order = list(dict.fromkeys(cols["point"].astype(str).tolist()))  # first-seen order, as in JSON
     dims = ("x", "y", "z") if "z" in cols else ("x", "y")
-    points: dict = {}
+    grid = np.full((len(names), len(frames), len(dims)), np.nan)
+    grid[prow, frow] = np.stack([np.asarray(cols[d], np.float64) for d in dims], 1)
+    seen = np.zeros((len(names), len(frames)), bool)
+    seen[prow, frow] = True
+    where = {n: i for i, n in enumerate(names.tolist())}
+    points = {n: [g.tolist() if ok else None for g, ok in zip(grid[where[n]], seen[where[n]])] for n in order}
     conf: dict = {}
-    for name in dict.fromkeys(cols["point"].tolist()):
-        sel = cols["point"] == name
-        arr = [None] * len(frames)
-        c = [0.0] * len(frames)
-        for k, f in enumerate(cols["frame_index"][sel].tolist()):
-            arr[pos[int(f)]] = [float(cols[d][sel][k]) for d in dims]
-            if "confidence" in cols:
-                c[pos[int(f)]] = float(cols["confidence"][sel][k])
-        points[str(name)] = arr
-        if "confidence" in cols:
-            conf[str(name)] = c
+    if "confidence" in cols:
+        cgrid = np.zeros((len(names), len(frames)))
+        cgrid[prow, frow] = np.asarray(cols["confidence"], np.float64)
+        conf = {n: cgrid[where[n]].tolist() for n in order}
     doc.update(frame_index=frames.tolist(), points=points, **({"confidence": conf} if conf else {}))
     return doc
 
@@ -176,6 +178,10 @@ class VideoTrajectoryConverter(Converter):
             yield self._episode(p, key, unit)
         except EpisodeError as err:
             yield Rejected.from_error(key, err, unit.source)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            # a track file of the right kind but the wrong shape somewhere (ragged lists, strings for numbers)
+            bad = BadTrackFile(f"{p.name}: malformed track file ({type(err).__name__}: {str(err)[:200]})")
+            yield Rejected.from_error(key, bad, unit.source)
 
     def _video_for(self, p: Path, doc: dict) -> Path:
         name = doc.get("video") or p.with_suffix(".mp4").name
@@ -213,7 +219,8 @@ class VideoTrajectoryConverter(Converter):
         where = {int(f): i for i, f in enumerate(fidx)}
         rows = np.array([where.get(int(f), -1) for f in frames])
         have = rows >= 0
-        if doc.get("camera_to_world") is not None:
+        posed = doc.get("camera_to_world") is not None
+        if posed:
             c2w = np.asarray(doc["camera_to_world"], np.float64)
             if c2w.shape != (len(fidx), 4, 4):
                 raise BadTrackFile(f"{p.name}: camera_to_world has shape {c2w.shape}, expected ({len(fidx)}, 4, 4)")
@@ -221,7 +228,8 @@ class VideoTrajectoryConverter(Converter):
             if not np.isfinite(cam).all():
                 raise NonFinitePose(f"{p.name}: camera_to_world is not finite")
             cfw = cv_camera_from_world(cam, str(doc.get("camera_convention", "opencv")))
-        else:
+            world_from_cv = np.linalg.inv(cfw)
+        else:  # no poses: a static camera, camera frame = world frame
             cfw = np.broadcast_to(np.eye(4), (s, 4, 4))
         others = [n for n in names if n not in HAND_POINTS]
         if len(others) > TRAJ_POINTS:
@@ -243,7 +251,10 @@ class VideoTrajectoryConverter(Converter):
                     arr[i] = v
             ok = np.isfinite(arr).all(1)
             if name in conf:
-                ok &= np.asarray(conf[name], np.float64) >= self.min_conf
+                c = np.asarray(conf[name], np.float64)
+                if c.shape != (len(fidx),):
+                    raise BadTrackFile(f"{p.name}: confidence of {name!r} has {c.size} entries for {len(fidx)} frames")
+                ok &= c >= self.min_conf
             return np.where(have[:, None], arr[np.maximum(rows, 0)], np.nan), have & ok[np.maximum(rows, 0)]
 
         def add(name, pos_slot, uv_slot, n_slots, slot_i):
@@ -253,6 +264,8 @@ class VideoTrajectoryConverter(Converter):
                 obs.image_points.setdefault(uv_slot, np.zeros((s, n_slots, 2)))[:, slot_i] = np.nan_to_num(uv)
                 obs.image_valid.setdefault(uv_slot, np.zeros((s, n_slots), bool))[:, slot_i] = ok
             else:
+                if space == "camera" and posed:  # each frame's own camera → world, so targets follow the motion
+                    vals = np.einsum("sab,sb->sa", world_from_cv[:, :3, :3], vals) + world_from_cv[:, :3, 3]
                 obs.positions.setdefault(pos_slot, np.zeros((s, n_slots, 3)))[:, slot_i] = np.nan_to_num(vals)
                 obs.position_valid.setdefault(pos_slot, np.zeros((s, n_slots), bool))[:, slot_i] = ok
 
@@ -279,7 +292,8 @@ class VideoTrajectoryConverter(Converter):
             for uv_slot in pts:
                 if uv_slot not in obs.image_points and uv_slot.replace("_uv", "_pos") not in obs.positions:
                     obs.image_points[uv_slot], obs.image_valid[uv_slot] = pts[uv_slot], ok[uv_slot]
-        chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.horizon)
+        chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.horizon,
+                                    camera_valid=have if posed else None)
         traj, tmask = pad_horizon(chunk, cmask)
         is_last = np.arange(s) == s - 1
         text = str(doc.get("instruction") or "")
@@ -309,9 +323,21 @@ def _scan(p: Path, limit: int | None = None, videos: bool = False) -> list[Path]
                     key=lambda x: natural_key(str(x.relative_to(p)))):
         if q.suffix == ".mp4" and any(q.with_suffix(e).exists() for e in TRACK_EXTS):
             continue  # its track file is the episode
-        if q.suffix == ".json" and not q.with_suffix(".mp4").exists() and '"points"' not in q.read_text()[:65536]:
+        if q.suffix == ".json" and not _is_track_json(q):
             continue
         out.append(q)
         if limit and len(out) >= limit:
             break
     return out
+
+
+def _is_track_json(q: Path) -> bool:
+    """A track file: parses to an object with ``points``, or sits beside its video (then a parse error is its
+    episode's quarantine reason, not a silent skip)."""
+    if q.with_suffix(".mp4").exists():
+        return True
+    try:
+        doc = json.loads(q.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and "points" in doc

@@ -61,8 +61,11 @@ class Observations:
 
 
 def build_chunks(obs: Observations, cam_from_world: np.ndarray, intrinsic: np.ndarray | None,
-                 size: tuple[int, int] | None, horizon: int = TRAJ_HORIZON) -> tuple[np.ndarray, np.ndarray]:
-    """→ (values, mask), both [S, horizon + 1, TRAJECTORY.width]; offset k is sample s + k in camera s."""
+                 size: tuple[int, int] | None, horizon: int = TRAJ_HORIZON,
+                 camera_valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """→ (values, mask), both [S, horizon + 1, TRAJECTORY.width]; offset k is sample s + k in camera s.
+
+    ``camera_valid`` [S]: rows whose camera pose is unknown get no 3D targets (nothing to express them in)."""
     if not 1 <= horizon <= TRAJ_HORIZON:
         raise ValueError(f"horizon must be in 1..{TRAJ_HORIZON}, got {horizon}")
     T = np.asarray(cam_from_world, np.float64)
@@ -71,6 +74,8 @@ def build_chunks(obs: Observations, cam_from_world: np.ndarray, intrinsic: np.nd
     j = np.arange(s_count)[:, None] + np.arange(h1)[None, :]  # [S, H+1] sample observed at offset k
     inside = j < s_count
     j = np.minimum(j, s_count - 1)
+    cam_ok = np.ones(s_count, bool) if camera_valid is None else np.asarray(camera_valid, bool)
+    inside_3d = inside & cam_ok[:, None]
     values = np.zeros((s_count, h1, TRAJECTORY.width), np.float64)
     mask = np.zeros(values.shape, bool)
     R, t = T[:, :3, :3], T[:, :3, 3]
@@ -80,7 +85,7 @@ def build_chunks(obs: Observations, cam_from_world: np.ndarray, intrinsic: np.nd
         pos = np.asarray(pos, np.float64).reshape(s_count, n, 3)
         ok = np.asarray(obs.position_valid[slot], bool).reshape(s_count, n) & np.isfinite(pos).all(-1)
         cam = np.einsum("sab,skpb->skpa", R, pos[j]) + t[:, None, None, :]  # [S, H+1, n, 3]
-        good = ok[j] & inside[:, :, None]
+        good = ok[j] & inside_3d[:, :, None]
         values[:, :, a:b] = np.where(good[..., None], cam, 0).reshape(s_count, h1, 3 * n)
         mask[:, :, a:b] = np.repeat(good, 3, axis=-1)
         if intrinsic is not None and size is not None and slot in UV_OF:
@@ -95,7 +100,7 @@ def build_chunks(obs: Observations, cam_from_world: np.ndarray, intrinsic: np.nd
         rot = np.asarray(rot, np.float64)
         ok = np.asarray(obs.rotation_valid[slot], bool) & np.isfinite(rot).all((-1, -2))
         rel = np.einsum("sab,skbc->skac", R, np.where(ok[:, None, None], rot, np.eye(3))[j])
-        good = ok[j] & inside
+        good = ok[j] & inside_3d
         values[:, :, a:b] = np.where(good[..., None], matrix_to_rotvec(rel.reshape(-1, 3, 3)).reshape(s_count, h1, 3), 0)
         mask[:, :, a:b] = good[..., None]
     for slot, uv in obs.image_points.items():

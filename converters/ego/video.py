@@ -26,6 +26,7 @@ from .errors import UndecodableVideo
 
 DECODERS = ("pyav", "decord")
 CODECS = {"h264": "libx264", "av1": "libsvtav1"}
+MAX_RATE_HZ = 240  # above any camera we read; a grid finer than the frames only repeats them
 _DECORD_BATCH = 16  # frames per decord call: bounds memory for 1080p
 
 
@@ -108,7 +109,8 @@ def sample_indices(timestamps_ns: np.ndarray, rate_hz: Fraction, start: int = 0,
         return np.zeros(0, np.int64)
     span = int(ts[-1] - ts[0])
     step_num, step_den = NS_PER_S * rate_hz.denominator, rate_hz.numerator  # period = num / den ns
-    k = np.arange(span * step_den // step_num + 1, dtype=np.int64)
+    # +1 ns: frame times are rounded to whole ns, so a grid point exactly on the last frame may land 1 ns past it
+    k = np.arange((span + 1) * step_den // step_num + 1, dtype=np.int64)
     grid = ts[0] + (k * step_num + step_den // 2) // step_den
     right = np.clip(np.searchsorted(ts, grid, side="left"), 0, len(ts) - 1)
     left = np.clip(right - 1, 0, len(ts) - 1)
@@ -294,8 +296,8 @@ class VideoOptions:
                     crf=int(extra["crf"]) if extra.get("crf") not in (None, "") else None)
         except (ValueError, ZeroDivisionError) as err:
             raise ValueError(f"bad --opt value: {err}") from None
-        if o.rate_hz <= 0 or not 1 <= o.jpeg_quality <= 100 or o.gop < 1:
-            raise ValueError("--opt rate_hz must be > 0, jpeg_quality in 1..100, gop >= 1")
+        if not 0 < o.rate_hz <= MAX_RATE_HZ or not 1 <= o.jpeg_quality <= 100 or o.gop < 1:
+            raise ValueError(f"--opt rate_hz must be in (0, {MAX_RATE_HZ}], jpeg_quality in 1..100, gop >= 1")
         if o.decoder not in DECODERS or o.storage not in ("jpeg", "mp4") or o.codec not in CODECS:
             raise ValueError(f"--opt decoder in {DECODERS}, storage in (jpeg, mp4), video_codec in {sorted(CODECS)}")
         return o

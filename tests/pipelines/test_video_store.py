@@ -55,3 +55,25 @@ def test_av1_clips(tmp_path):
     store.close()
     got = FrameReader(str(tmp_path)).read(ref.path, [2, 1])
     assert abs(got[0].mean() - 200) < 4 and abs(got[1].mean() - 120) < 4
+
+
+def test_abort_leaves_nothing_and_unsafe_paths_are_refused(tmp_path):
+
+
+    from vlaflow.pipelines.shard_writer import ShardWriter
+    from vlaflow.schemas import step_schema
+
+    out = Output(str(tmp_path))
+    w = ShardWriter(out, "data/x/train/chunk-000/shard-00000.parquet", step_schema())
+    w.videos.append("primary", _clip([10, 20]))
+    tmpdir = w.videos.tmpdir
+    w.abort()
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.mp4"))
+    import os
+
+    assert not os.path.exists(tmpdir)
+    reader = FrameReader(str(tmp_path))
+    for bad in ("../outside.mp4", "/etc/passwd", "videos/../../x.mp4"):
+        with pytest.raises(ValueError, match="inside the output"):
+            reader.read(bad, [0])
+

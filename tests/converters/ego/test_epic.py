@@ -263,3 +263,11 @@ def test_ingest_mp4_storage_end_to_end(ego_fixture, ray_local, tmp_path):
     (out / videos[0]["path"]).write_bytes(b"\0" * 10)
     problems, _ = validate_output(str(out))
     assert any("sha256" in p for p in problems)
+    # a manifest pointing outside the output folder is refused, not followed
+    import json
+
+    man = json.loads((out / "meta/manifest.json").read_text())
+    man["shards"][0]["videos"][0]["path"] = "../../etc/passwd"
+    (out / "meta/manifest.json").write_text(json.dumps(man))
+    problems, _ = validate_output(str(out))
+    assert any("leaves the output folder" in p for p in problems)

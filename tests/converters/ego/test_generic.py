@@ -106,3 +106,49 @@ def test_options_are_checked(tmp_path):
     for bad in ({"horizon": "99"}, {"decoder": "opencv"}, {"storage": "gif"}, {"rate_hz": "0"}):
         with pytest.raises(InputError):
             convert(tmp_path, **bad)
+
+
+def test_camera_space_points_follow_the_camera_and_unposed_rows_are_masked(tmp_path):
+    """Points given in each frame's own camera + camera poses: targets re-expressed in the current camera."""
+    write_video(tmp_path / "cam.mp4")
+    poses = np.repeat(np.eye(4)[None], N, 0)
+    poses[:, 0, 3] = 0.01 * np.arange(N)  # the camera slides +x; a static world point at x = 0, z = 2
+    pts = [[-0.01 * i, 0.0, 2.0] for i in range(N)]  # ... seen in each frame's own camera
+    fidx = [i for i in range(N) if i != 6]  # frame 6 (sample 2) has no entry, hence no pose
+    (tmp_path / "cam.json").write_text(json.dumps({
+        "space": "camera", "intrinsics": K, "frame_index": fidx,
+        "camera_to_world": [poses[i].tolist() for i in fidx], "points": {"tool": [pts[i] for i in fidx]}}))
+    _, (ep,) = convert(tmp_path, rate_hz="10", horizon="3")
+    assert isinstance(ep, Episode), ep
+    validate_episode(ep)
+    a, _ = TRAJECTORY.range("points.xyz")
+    m = ep.trajectory_mask[..., a]
+    # row 5 = frame 15 (camera at 0.15): the static point stays at camera x = -0.15 for every future step
+    assert np.allclose(ep.trajectory[5, :3, a:a + 3], [[-0.15, 0, 2.0]] * 3, atol=1e-6) and m[5, :3].all()
+    assert not m[2].any()  # no camera pose for row 2: nothing to express targets in
+    assert not m[0, 1] and m[0, 0] and m[0, 2]  # sample 2 has no observation
+
+
+def test_malformed_track_files_are_quarantined_not_fatal(tmp_path):
+    bad = {
+        "short_conf": {"points": {"cup": [[1, 2]] * N}, "confidence": {"cup": [1.0] * 3}},
+        "str_frames": {"points": {"cup": [[1, 2]]}, "frame_index": ["x"]},
+        "scalar": {"points": {"cup": [5] * N}},
+        "ragged_k": {"points": {"cup": [[0, 0, 1]] * N}, "space": "camera", "intrinsics": [[1, 0], [0, 1, 0]]},
+    }
+    for name, doc in bad.items():
+        write_video(tmp_path / f"{name}.mp4")
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    write_video(tmp_path / "pq.mp4")
+    t = pa.table({"frame_index": [0], "point": ["cup"], "x": [1.0], "y": [2.0]})
+    pq.write_table(t.replace_schema_metadata({"vlaflow_trajectory": "{not json"}), tmp_path / "pq.parquet")
+    # a valid file whose "video" names another clip and whose first 64 KiB hold no "points"
+    write_video(tmp_path / "other_name.mp4")
+    big = {"camera_to_world": [np.eye(4).tolist()] * N, "space": "world", "video": "other_name.mp4",
+           "points": {"cup": [[0, 0, 1.0]] * N}}
+    (tmp_path / "zz_long.json").write_text(json.dumps(big, indent=4) + " " * 70000)
+    _, items = convert(tmp_path)
+    got = {(it.episode_key if isinstance(it, Rejected) else it.episode_id).split("/")[-1]:
+           (it.code if isinstance(it, Rejected) else "ok") for it in items}
+    assert got == {"short_conf": "feature_mismatch", "str_frames": "feature_mismatch", "scalar": "feature_mismatch",
+                   "ragged_k": "feature_mismatch", "pq": "feature_mismatch", "zz_long": "ok"}

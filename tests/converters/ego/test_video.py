@@ -136,3 +136,13 @@ def io_bytes(data):
     import io
 
     return io.BytesIO(data)
+
+
+def test_grid_point_on_the_last_frame_keeps_it():
+    """29.97 fps timestamps are rounded to whole ns; sampling at the same rate must keep all 300 frames."""
+    from vlaflow.converters.ego.video import VideoIndex
+
+    rate = Fraction(30000, 1001)
+    idx = VideoIndex(np.arange(300, dtype=np.int64) * 1001, Fraction(1, 30000), 64, 48, rate)
+    assert sample_indices(idx.timestamps_ns, rate).tolist() == list(range(300))
+    assert sample_indices(idx.timestamps_ns, Fraction(10)).tolist()[-1] == 297  # 9.9099 s: grid point 9.9 s

@@ -187,10 +187,11 @@ def stats(output: str = typer.Argument(..., help="an ingest output folder or URI
         _fail(err)
     doc = result.stats
     t = Table(title=f"vlaflow stats → {result.path}")
-    for c in ("group", "rows", "episodes", "action slots", "state slots"):
+    for c in ("group", "rows", "episodes", "action slots", "state slots", "trajectory slots"):
         t.add_column(c, justify="left" if c == "group" else "right")
     for key, g in doc["groups"].items():
-        t.add_row(key, str(g["rows"]), str(g["episodes"]), str(len(g["action"])), str(len(g["state"])))
+        t.add_row(key, str(g["rows"]), str(g["episodes"]), str(len(g["action"])), str(len(g["state"])),
+                  str(len(g.get("trajectory", {}))))
     console.print(t)
     how = "read back from the cache (manifest unchanged)" if result.cached else f"computed on {result.ray}"
     console.print(f"{len(doc['groups'])} group(s), {doc['rows']} rows; {how} in {result.seconds:.2f} s")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from vlaflow.schemas import ACTION, STATE, Col, InputError
+from vlaflow.schemas import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY, Col, InputError
 from vlaflow.tokenization.statistics import STATS_VERSION, StatsAccumulator, StatsSpec
 
 from .layout import MANIFEST
@@ -28,7 +28,7 @@ from .storage import Output
 
 STATS = "meta/stats.json"
 STATS_COLUMNS = [Col.DATASET, Col.EMBODIMENT, Col.IS_FIRST, Col.ACTION, Col.ACTION_MASK, Col.ACTION_VALID,
-                 Col.STATE, Col.STATE_MASK]
+                 Col.STATE, Col.STATE_MASK, Col.TRAJECTORY, Col.TRAJECTORY_MASK]
 
 
 @dataclass
@@ -46,6 +46,23 @@ def _fixed(col, width: int, dtype) -> np.ndarray:
     flat = arr.flatten()
     out = flat.to_numpy(zero_copy_only=False)
     return out.reshape(len(arr), width).astype(dtype, copy=False)
+
+
+def _trajectory(table: pa.Table) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The nested trajectory columns → [N, H, width] values and mask (null rows fully masked), or None."""
+    if Col.TRAJECTORY not in table.column_names:
+        return None, None
+    vals = table[Col.TRAJECTORY].combine_chunks()
+    if vals.null_count == len(vals):
+        return None, None
+    masks = table[Col.TRAJECTORY_MASK].combine_chunks()
+    present = vals.is_valid().to_numpy(zero_copy_only=False)
+    shape = (TRAJ_HORIZON, TRAJECTORY.width)
+    v = np.zeros((len(vals), *shape), np.float32)
+    m = np.zeros((len(vals), *shape), bool)
+    v[present] = vals.filter(vals.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, *shape)
+    m[present] = masks.filter(masks.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, *shape)
+    return v, m
 
 
 def _strings(col) -> np.ndarray:
@@ -76,7 +93,8 @@ def partial_from_table(table: pa.Table, spec: StatsSpec, seed: int | None = None
         action_valid=table[Col.ACTION_VALID].to_numpy(zero_copy_only=False),
         state=_fixed(table[Col.STATE], STATE.width, np.float32),
         state_mask=_fixed(table[Col.STATE_MASK], STATE.width, bool),
-        is_first=table[Col.IS_FIRST].to_numpy(zero_copy_only=False))
+        is_first=table[Col.IS_FIRST].to_numpy(zero_copy_only=False),
+        **dict(zip(("trajectory", "trajectory_mask"), _trajectory(table))))
     return acc
 
 

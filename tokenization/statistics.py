@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from vlaflow.schemas import ACTION, SCHEMA_VERSION, STATE, Layout
+from vlaflow.schemas import ACTION, SCHEMA_VERSION, STATE, TRAJECTORY, Layout
 
-STATS_VERSION = 1
+STATS_VERSION = 2  # 2: trajectory targets
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 
 
@@ -259,7 +259,7 @@ class StatsSpec:
     exact_limit: int = 16384
 
     def keep(self, layout: Layout) -> np.ndarray:
-        patterns = self.exclude_action if layout.kind == "action" else self.exclude_state
+        patterns = {"action": self.exclude_action, "state": self.exclude_state}.get(layout.kind, ())
         keep = np.ones(layout.width, bool)
         for s in layout.slots:
             if any(fnmatch.fnmatchcase(s.name, p) for p in patterns):
@@ -345,8 +345,11 @@ class GroupStats:
         self.rows = self.episodes = self.action_rows = 0
         self.action = LayoutStats(ACTION, spec, seed)
         self.state = LayoutStats(STATE, spec, seed + 1)
+        # trajectory targets: one value per slot position, pooled over the horizon steps
+        self.trajectory = LayoutStats(TRAJECTORY, spec, seed + 2)
 
-    def update(self, action, action_mask, action_valid, state, state_mask, is_first=None) -> None:
+    def update(self, action, action_mask, action_valid, state, state_mask, is_first=None,
+               trajectory=None, trajectory_mask=None) -> None:
         action_valid = np.asarray(action_valid, bool)
         self.rows += len(action_valid)
         self.action_rows += int(action_valid.sum())
@@ -354,6 +357,9 @@ class GroupStats:
             self.episodes += int(np.asarray(is_first, bool).sum())
         self.action.update(action, np.asarray(action_mask, bool) & action_valid[:, None])
         self.state.update(state, state_mask)
+        if trajectory is not None and len(trajectory):
+            w = TRAJECTORY.width
+            self.trajectory.update(np.asarray(trajectory).reshape(-1, w), np.asarray(trajectory_mask).reshape(-1, w))
 
     def merge(self, other: "GroupStats") -> "GroupStats":
         self.rows += other.rows
@@ -361,12 +367,14 @@ class GroupStats:
         self.action_rows += other.action_rows
         self.action.merge(other.action)
         self.state.merge(other.state)
+        self.trajectory.merge(other.trajectory)
         return self
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "embodiment": self.embodiment, "rows": self.rows,
                 "episodes": self.episodes, "action_rows": self.action_rows,
-                "action": self.action.to_json(), "state": self.state.to_json()}
+                "action": self.action.to_json(), "state": self.state.to_json(),
+                "trajectory": self.trajectory.to_json()}
 
 
 def group_key(dataset: str, embodiment: str) -> str:
@@ -392,8 +400,9 @@ class StatsAccumulator:
         self.group(dataset, embodiment).update(**arrays)
 
     def update_rows(self, datasets, embodiments, action, action_mask, action_valid, state, state_mask,
-                    is_first=None) -> None:
-        """Rows of mixed groups: ``datasets``/``embodiments`` hold one name per row."""
+                    is_first=None, trajectory=None, trajectory_mask=None) -> None:
+        """Rows of mixed groups: ``datasets``/``embodiments`` hold one name per row; ``trajectory`` (optional)
+        [N, H, width] with its mask (rows without targets fully masked)."""
         datasets, embodiments = np.asarray(datasets, object), np.asarray(embodiments, object)
         pairs = sorted(set(zip(datasets.tolist(), embodiments.tolist())))
         for ds, emb in pairs:
@@ -401,7 +410,9 @@ class StatsAccumulator:
             if len(pairs) == 1:
                 sel = slice(None)
             self.group(ds, emb).update(action[sel], action_mask[sel], np.asarray(action_valid)[sel], state[sel],
-                                       state_mask[sel], None if is_first is None else np.asarray(is_first)[sel])
+                                       state_mask[sel], None if is_first is None else np.asarray(is_first)[sel],
+                                       None if trajectory is None else trajectory[sel],
+                                       None if trajectory is None else trajectory_mask[sel])
 
     def merge(self, other: "StatsAccumulator") -> "StatsAccumulator":
         if other.spec != self.spec:

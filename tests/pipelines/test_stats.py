@@ -231,3 +231,31 @@ def test_cli_stats(bridge_out, tmp_path):
         r = subprocess.run([*VLAFLOW, "stats", *args], capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_trajectory_statistics_pool_the_horizon_and_respect_masks(tmp_path):
+    """egodex rows: per trajectory slot, moments over every unmasked horizon step; robot rows (null) add nothing."""
+    from vlaflow.converters.base import ConverterOptions
+    from vlaflow.converters.ego import EgoDexConverter
+    from vlaflow.converters.ego.egodex_synth import write_egodex_episode
+    from vlaflow.schemas import TRAJECTORY
+    from vlaflow.schemas import episodes_to_table
+
+    for i in range(2):
+        write_egodex_episode(tmp_path / "src", i, seed=i, occlude=("rightThumbTip", range(0, 20)))
+    conv = EgoDexConverter(str(tmp_path / "src"), ConverterOptions())
+    eps = [ep for u in conv.plan(1 << 26) for ep in conv.read(u)]
+    doc = partial_from_table(episodes_to_table(eps), StatsSpec()).to_json()
+    traj = doc["groups"]["egodex/human_hands"]["trajectory"]
+    vals = np.concatenate([ep.trajectory for ep in eps]).reshape(-1, TRAJECTORY.width)
+    mask = np.concatenate([ep.trajectory_mask for ep in eps]).reshape(-1, TRAJECTORY.width)
+    for name in ("right_hand.wrist_pos", "right_hand.fingertips", "left_hand.wrist_uv"):
+        a, b = TRAJECTORY.range(name)
+        for d in range(b - a):
+            col = vals[mask[:, a + d], a + d].astype(np.float64)
+            assert traj[name]["count"][d] == len(col) > 0
+            assert traj[name]["mean"][d] == pytest.approx(col.mean(), rel=1e-5, abs=1e-7)
+            assert traj[name]["max"][d] == pytest.approx(col.max(), rel=1e-6)
+    # the occluded thumb has fewer values than the index finger
+    assert traj["right_hand.fingertips"]["count"][0] < traj["right_hand.fingertips"]["count"][3]
+    assert "points.xyz" not in traj  # never filled

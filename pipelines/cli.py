@@ -187,11 +187,13 @@ def stats(output: str = typer.Argument(..., help="an ingest output folder or URI
         _fail(err)
     doc = result.stats
     t = Table(title=f"vlaflow stats → {result.path}")
-    for c in ("group", "rows", "episodes", "action slots", "state slots", "trajectory slots"):
-        t.add_column(c, justify="left" if c == "group" else "right")
+    traj = any(g.get("trajectory") for g in doc["groups"].values())
+    cols = ("group", "rows", "episodes", "action slots", "state slots") + (("trajectory",) if traj else ())
+    for c in cols:
+        t.add_column(c, justify="left" if c == "group" else "right", no_wrap=c == "group")
     for key, g in doc["groups"].items():
         t.add_row(key, str(g["rows"]), str(g["episodes"]), str(len(g["action"])), str(len(g["state"])),
-                  str(len(g.get("trajectory", {}))))
+                  *((str(len(g["trajectory"])),) if traj else ()))
     console.print(t)
     how = "read back from the cache (manifest unchanged)" if result.cached else f"computed on {result.ray}"
     console.print(f"{len(doc['groups'])} group(s), {doc['rows']} rows; {how} in {result.seconds:.2f} s")

@@ -16,25 +16,42 @@ from .storage import HashingWriter, Output
 from .video_store import ShardVideos
 
 
+def _leaves(name: str, t: pa.DataType) -> list[str]:
+    """Parquet leaf column paths of a field (lists nest as ``.list.element``, structs by field name)."""
+    if pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t):
+        return _leaves(f"{name}.list.element", t.value_type)
+    if pa.types.is_struct(t):
+        return [leaf for f in t for leaf in _leaves(f"{name}.{f.name}", f.type)]
+    return [name]
+
+
 def column_compression(schema: pa.Schema) -> dict[str, str]:
     """zstd for everything but encoded image bytes, which zstd cannot shrink."""
     out = {}
     for f in schema:
-        if f.name == Col.IMAGES:
-            for role in f.type:
-                out[f"{Col.IMAGES}.{role.name}.bytes"] = "none"
-                out[f"{Col.IMAGES}.{role.name}.path"] = "zstd"
-        elif pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type):
-            out[f"{f.name}.list.element"] = "zstd"
-        else:
-            out[f.name] = "zstd"
+        for leaf in _leaves(f.name, f.type):
+            out[leaf] = "none" if leaf.startswith(f"{Col.IMAGES}.") and leaf.endswith(".bytes") else "zstd"
     return out
 
 
+def float_columns(schema: pa.Schema) -> list[str]:
+    """Float vector leaves: byte-stream-split before zstd shrinks them ~10% more (exponent bytes group)."""
+    return [leaf for f in schema for leaf in _leaves(f.name, f.type)
+            if leaf.endswith(".list.element") and _leaf_type(f.type) == pa.float32()]
+
+
+def _leaf_type(t: pa.DataType) -> pa.DataType:
+    while pa.types.is_list(t) or pa.types.is_fixed_size_list(t):
+        t = t.value_type
+    return t
+
+
 def stats_columns(schema: pa.Schema) -> list[str]:
-    """Min/max statistics and dictionaries, except for image bytes: statistics would copy whole
-    frames into the footer, and a dictionary of unique JPEGs is built only to be thrown away."""
-    return [c for c in column_compression(schema) if not c.startswith(f"{Col.IMAGES}.")]
+    """Min/max statistics and dictionaries, except for image bytes (statistics would copy whole frames into
+    the footer, a dictionary of unique JPEGs is built only to be thrown away) and float vectors (unique
+    values: dictionaries fall back, min/max of a padded vector say nothing)."""
+    floats = set(float_columns(schema))
+    return [c for c in column_compression(schema) if not c.startswith(f"{Col.IMAGES}.") and c not in floats]
 
 
 def open_writer(where, schema: pa.Schema) -> pq.ParquetWriter:
@@ -43,7 +60,7 @@ def open_writer(where, schema: pa.Schema) -> pq.ParquetWriter:
     levels = {c: ZSTD_LEVEL for c, codec in codecs.items() if codec == "zstd"}
     plain = stats_columns(schema)
     return pq.ParquetWriter(where, schema, compression=codecs, compression_level=levels, use_dictionary=plain,
-                            write_statistics=plain, store_schema=True)
+                            write_statistics=plain, use_byte_stream_split=float_columns(schema), store_schema=True)
 
 
 class RowGroups:

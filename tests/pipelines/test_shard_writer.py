@@ -32,6 +32,11 @@ def test_row_groups_hold_whole_episodes_and_close_by_bytes(tmp_path):
     md = pf.metadata.row_group(0)
     cols = {md.column(i).path_in_schema: md.column(i) for i in range(md.num_columns)}
     assert not cols["images.primary.bytes"].is_stats_set  # no frames copied into the footer
-    assert cols["action_raw.list.element"].is_stats_set and cols["action.list.element"].compression == "ZSTD"
+    assert cols["step_index"].is_stats_set and cols["action.list.element"].compression == "ZSTD"
+    # float vectors (nested ones too) are byte-stream-split + zstd, without dictionaries or min/max
+    for leaf in ("action.list.element", "action_raw.list.element", "trajectory.list.element.list.element"):
+        assert "BYTE_STREAM_SPLIT" in cols[leaf].encodings and cols[leaf].compression == "ZSTD", leaf
+        assert not cols[leaf].is_stats_set
+    assert cols["videos.primary.frame_index"].compression == "ZSTD"
     assert cols["images.primary.bytes"].compression == "UNCOMPRESSED"
     assert np.array_equal(pf.read()[Col.STEP_INDEX].to_numpy(), np.r_[0:3, 0:5, 0:2, 0:4])

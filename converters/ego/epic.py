@@ -37,6 +37,7 @@ import numpy as np
 from vlaflow.schemas import (
     ACTION,
     STATE,
+    TRAJ_HORIZON,
     DatasetInfo,
     Episode,
     EpisodeError,
@@ -48,6 +49,7 @@ from vlaflow.schemas.conventions import NS_PER_S
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
 from ..fs import resolve
 from .errors import BadSegment, MissingFrames, MissingVideoInfo, UnsafePath
+from .trajectory import Observations, build_chunks, pad_horizon
 from .video import ClipEncoder, VideoOptions, open_decoder, probe, store_frames
 
 EMBODIMENT = "human_egocentric"
@@ -123,11 +125,15 @@ class EpicKitchensConverter(Converter):
         self.video_info_path = self._root(ex.get("video_info"), posixpath.join(here, VIDEO_INFO))
         try:
             self.video = VideoOptions.from_extra(ex)
+            self.horizon = int(ex.get("horizon", TRAJ_HORIZON))
             self.default_fps = fps_fraction(ex["fps"]) if ex.get("fps") else None
             self.frame_rate_opt = fps_fraction(ex["frame_rate"]) if ex.get("frame_rate") else None
         except (ValueError, ZeroDivisionError) as err:
             raise InputError(f"bad --opt value: {err}") from None
         self.rate = self.video.rate_hz
+        self.hands = str(ex.get("hands", "")).lower() if str(ex.get("hands", "")).lower() != "none" else ""
+        if self.hands not in ("", "mediapipe") or not 1 <= self.horizon <= TRAJ_HORIZON:
+            raise InputError(f"--opt hands must be mediapipe or none, horizon in 1..{TRAJ_HORIZON}")
         stem = posixpath.basename(self.csv_path).rsplit(".", 1)[0]
         guess = stem.rsplit("_", 1)[-1].lower() if stem.upper().startswith("EPIC_") else ""
         self.split = self.options.split or (guess if _SAFE.match(guess or "-") else "") or "train"
@@ -290,7 +296,7 @@ class EpicKitchensConverter(Converter):
         except UnsafePath as err:
             return Rejected.from_error(f"epic/row{index}", err, where), source
         steps = 0
-        clip = None
+        clip = tracker = None
         try:
             vid = safe_id(r.get("video_id"), "video_id")
             try:
@@ -307,8 +313,12 @@ class EpicKitchensConverter(Converter):
             frames = np.arange(a, b + 1, frame_step(numbering, self.rate), dtype=np.int64)
             steps = len(frames)
             fps = self._video_fps().get(vid) or self.default_fps
+            tracker = self._tracker()
             if media[0] == "dir":
                 images = self._folder_frames(media[1], vid, frames, a, b)
+                if tracker is not None:
+                    for data in images:
+                        tracker.add(_rgb(data))
                 if self.video.storage == "mp4":
                     images, clip = None, _clip_from_jpegs(images, self.video)
             else:
@@ -319,11 +329,19 @@ class EpicKitchensConverter(Converter):
                 if fps is None:
                     fps = source.index.declared_rate
                 vframes = source.frames_at(frames, numbering)
-                images, clip = store_frames(source.decoder, vframes, self.video)
+                decoder = source.decoder
+                if tracker is not None:
+                    from .hands2d import TapDecoder
+
+                    decoder = TapDecoder(source.decoder, tracker.add)
+                images, clip = store_frames(decoder, vframes, self.video)
+            traj = self._hand_traces(tracker, len(frames))
             if fps is None:
                 raise MissingVideoInfo(f"no fps for video {vid} (not in {posixpath.basename(self.video_info_path)}; "
                                        "pass --opt fps=)")
         except EpisodeError as err:
+            if tracker is not None:
+                tracker.close()
             return Rejected.from_error(key, err, where, steps), source
         t = len(frames)
         extra = {k: r.get(k) for k in _EXTRA_KEYS if k in r}
@@ -346,8 +364,28 @@ class EpicKitchensConverter(Converter):
             action_valid=np.zeros(t, bool), instruction=text, instructions=[text] if text else [],
             language="en", images={"primary": images} if images is not None else {},
             videos={"primary": clip} if clip is not None else {}, split=unit.split, source_file=unit.source,
-            source_index=index, extra=extra)
+            source_index=index, extra=extra, trajectory=traj[0], trajectory_mask=traj[1])
+        if tracker is not None:
+            extra["hand_tracker"] = "mediapipe==0.10.14"
         return ep, source
+
+    def _tracker(self):
+        if not self.hands:
+            return None
+        from .hands2d import MediaPipeHands
+
+        return MediaPipeHands(mirrored=self.options.flag("mirrored"))
+
+    def _hand_traces(self, tracker, t: int):
+        """2D hand traces of the sampled frames as trajectory targets (image space; no intrinsics needed)."""
+        if tracker is None:
+            return None, None
+        try:
+            pts, ok = tracker.image_points()
+        finally:
+            tracker.close()
+        obs = Observations(image_points=pts, image_valid=ok)
+        return pad_horizon(*build_chunks(obs, np.broadcast_to(np.eye(4), (t, 4, 4)), None, None, self.horizon))
 
 
 def _seconds(text: str) -> float:
@@ -355,13 +393,18 @@ def _seconds(text: str) -> float:
     return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
-def _clip_from_jpegs(images: list[bytes], opts: VideoOptions):
+def _rgb(data: bytes) -> np.ndarray:
     from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _clip_from_jpegs(images: list[bytes], opts: VideoOptions):
     from vlaflow.schemas import VideoClip
 
     enc = ClipEncoder(opts.rate_hz, opts.codec, opts.gop, opts.crf)
     for data in images:
-        enc.add(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+        enc.add(_rgb(data))
     return VideoClip(frame_index=np.arange(len(images), dtype=np.int32), data=enc.finish())
 
 

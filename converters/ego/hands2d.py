@@ -84,7 +84,9 @@ class MediaPipeHands:
         return pts, ok
 
     def close(self) -> None:
-        self._hands.close()
+        if self._hands is not None:
+            self._hands.close()
+            self._hands = None
 
 
 class TapDecoder:

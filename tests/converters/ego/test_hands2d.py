@@ -52,3 +52,25 @@ def test_mediapipe_on_a_real_egocentric_video(tmp_path):
     for side in ("left", "right"):
         a, b = TRAJECTORY.range(f"{side}_hand.wrist_uv")
         assert not ep.trajectory_mask[..., a:b].any()
+
+
+def test_mediapipe_fills_epic_segments(tmp_path):
+    """EPIC narrations + 2D hand traces: the extractor gives segments trajectory targets (image space)."""
+    pytest.importorskip("mediapipe", reason="optional extra vlaflow[hands] not installed")
+    if not FRAMES.is_dir():
+        pytest.skip(f"real EPIC frames not found under {FRAMES}")
+    from vlaflow.converters.ego import EpicKitchensConverter
+    from vlaflow.schemas import TRAJECTORY, validate_episode
+
+    ann = tmp_path / "EPIC_100_x.csv"
+    ann.write_text("narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,"
+                   "start_frame,stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n"
+                   "P28_101_0,P28,P28_101,00:00:01.7,00:00:01.60,00:00:02.30,80,115,open drawer,open,3,drawer,8,"
+                   "['drawer'],[8]\n")
+    conv = EpicKitchensConverter(str(ann), ConverterOptions(extra={"frames": str(FRAMES.parent), "fps": "50",
+                                                                   "hands": "mediapipe", "horizon": "4"}))
+    (ep,) = [it for u in conv.plan(1 << 26) for it in conv.read(u)]
+    validate_episode(ep)
+    assert ep.trajectory is not None and ep.trajectory.shape[0] == 8 and ep.extra["hand_tracker"]
+    a, b = TRAJECTORY.range("right_hand.fingertips_uv")
+    assert not ep.trajectory_mask[..., a:b].any()  # no hand in these frames; none invented

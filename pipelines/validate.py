@@ -128,6 +128,27 @@ def _check_shard(table: pa.Table, name: str, expected_prompts: dict,
     return problems, lengths, episode_rg
 
 
+def _check_video(out: Output, v: dict) -> list[str]:
+    """``--images`` for a shard MP4: it demuxes to the manifest's frame count and its first and last frames
+    decode (a full decode would cost as much as reading the corpus)."""
+    from vlaflow.converters.ego.errors import UndecodableVideo
+    from vlaflow.converters.ego.video import PyAVDecoder, probe
+
+    try:
+        with out.fs.open_input_file(out.path(v["path"])) as f:
+            index = probe(f)
+            if index.num_frames != v["frames"]:
+                return [f"{v['path']}: {index.num_frames} frames, manifest says {v['frames']}"]
+            dec = PyAVDecoder(f, index)
+            try:
+                got = [i for i, _ in dec.frames(sorted({0, index.num_frames - 1}))]
+            finally:
+                dec.close()
+            return [] if got else [f"{v['path']}: no frame decodes"]
+    except UndecodableVideo as err:
+        return [f"{v['path']}: {err}"]
+
+
 def _check_images(pf: pq.ParquetFile, name: str) -> list[str]:
     problems = []
     for rg in range(pf.num_row_groups):
@@ -177,6 +198,8 @@ def validate_output(uri: str, check_images: bool = False) -> tuple[list[str], di
                 problems.append(f"{v['path']}: size or sha256 differs from the manifest (corrupted or rewritten)")
             else:
                 shard_videos[v["path"]] = v["frames"]
+                if check_images:
+                    problems += _check_video(out, v)
         if not out.exists(rel):
             problems.append(f"{rel}: listed in the manifest but missing")
             continue

@@ -77,3 +77,16 @@ def test_abort_leaves_nothing_and_unsafe_paths_are_refused(tmp_path):
         with pytest.raises(ValueError, match="inside the output"):
             reader.read(bad, [0])
 
+
+
+def test_validate_images_decodes_shard_videos(tmp_path):
+    from vlaflow.pipelines.validate import _check_video
+
+    out = Output(str(tmp_path))
+    store = ShardVideos(out, "data/x/train/chunk-000/shard-00000.parquet")
+    store.append("primary", _clip([10, 20, 30]))
+    (entry,) = store.close()
+    assert _check_video(out, entry) == []
+    assert "3 frames, manifest says 4" in _check_video(out, {**entry, "frames": 4})[0]
+    (tmp_path / entry["path"]).write_bytes((tmp_path / entry["path"]).read_bytes()[:200])
+    assert _check_video(out, entry)  # truncated: named problem, no exception

@@ -25,7 +25,6 @@ import numpy as np
 from vlaflow.schemas import (
     ACTION,
     STATE,
-    TRAJ_HORIZON,
     TRAJECTORY,
     DatasetInfo,
     Episode,
@@ -35,9 +34,9 @@ from vlaflow.schemas import (
 )
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
-from ..fs import resolve
 from ..sim.hdf5 import attr_str, natural_key, open_h5, safe_name
 from .errors import MissingFrames, MissingIntrinsics, NonFinitePose, PoseMismatch
+from .files import episode_key, local_root
 from .trajectory import Observations, build_chunks, cv_camera_from_world, pad_horizon
 from .video import VideoOptions, open_decoder, probe, sample_indices, store_frames
 
@@ -47,8 +46,7 @@ HANDS = ("left", "right")
 FINGERTIPS = ("ThumbTip", "IndexFingerTip", "MiddleFingerTip", "RingFingerTip", "LittleFingerTip")
 _HAND_SLOTS = ("wrist_pos", "wrist_rot", "fingertips")
 _FRAME_BYTES = 60_000  # planning estimate per stored 1080p JPEG frame
-OPTION_KEYS = {"rate_hz", "decoder", "storage", "jpeg_quality", "video_codec", "gop", "crf", "horizon",
-               "min_confidence", "max_frame_mismatch", "dataset"}
+OPTION_KEYS = VideoOptions.KEYS - {"hands", "mirrored"} | {"max_frame_mismatch", "dataset"}
 
 
 def _is_egodex(f) -> bool:
@@ -86,25 +84,17 @@ class EgoDexConverter(Converter):
 
     def __init__(self, input_path: str, options: ConverterOptions | None = None):
         super().__init__(input_path, options)
-        fs, _ = resolve(input_path)
-        if type(fs).__name__ != "LocalFileSystem":
-            raise InputError(f"{input_path}: egodex reads local files (HDF5 + MP4); copy or mount them first")
-        self.root = Path(input_path)
-        if not self.root.exists():
-            raise InputError(f"{input_path}: no such file or folder")
+        self.root = local_root(input_path, "egodex")
         self.files = _scan(input_path)
         if not self.files:
             raise InputError(f"{input_path}: no .hdf5 files found")
         ex = self.options.extra
         try:
             self.video = VideoOptions.from_extra(ex)
-            self.horizon = int(ex.get("horizon", TRAJ_HORIZON))
-            self.min_conf = float(ex.get("min_confidence", 0.5))
             self.max_mismatch = int(ex.get("max_frame_mismatch", 3))
         except ValueError as err:
             raise InputError(str(err)) from None
-        if not 1 <= self.horizon <= TRAJ_HORIZON:
-            raise InputError(f"--opt horizon must be in 1..{TRAJ_HORIZON}")
+        self.horizon, self.min_conf = self.video.horizon, self.video.min_confidence
         self.dataset = safe_name(ex.get("dataset") or "egodex")
         self.prompt = get_embodiment(EMBODIMENT).prompt(rate_hz=float(self.video.rate_hz))
         self._warnings: list[str] = []
@@ -145,13 +135,9 @@ class EgoDexConverter(Converter):
             return self.options.split
         return "test" if "test" in p.relative_to(self.root).parts[:-1] else "train"
 
-    def _key(self, p: Path) -> str:
-        rel = p.relative_to(self.root).with_suffix("").parts if p != self.root else (p.stem,)
-        return "/".join([self.dataset] + [safe_name(x) for x in rel])
-
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
         p = Path(unit.source)
-        key = self._key(p)
+        key = episode_key(self.root, p, self.dataset)
         try:
             yield self._episode(p, key, unit)
         except EpisodeError as err:

@@ -37,7 +37,6 @@ import numpy as np
 from vlaflow.schemas import (
     ACTION,
     STATE,
-    TRAJ_HORIZON,
     DatasetInfo,
     Episode,
     EpisodeError,
@@ -50,7 +49,7 @@ from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
 from ..fs import resolve
 from .errors import BadSegment, MissingFrames, MissingVideoInfo, UnsafePath
 from .trajectory import Observations, build_chunks, pad_horizon
-from .video import ClipEncoder, VideoOptions, open_decoder, probe, store_frames
+from .video import ClipEncoder, VideoOptions, nearest_frames, open_decoder, probe, store_frames
 
 EMBODIMENT = "human_egocentric"
 TASK_FAMILY = "egocentric"
@@ -125,15 +124,11 @@ class EpicKitchensConverter(Converter):
         self.video_info_path = self._root(ex.get("video_info"), posixpath.join(here, VIDEO_INFO))
         try:
             self.video = VideoOptions.from_extra(ex)
-            self.horizon = int(ex.get("horizon", TRAJ_HORIZON))
             self.default_fps = fps_fraction(ex["fps"]) if ex.get("fps") else None
             self.frame_rate_opt = fps_fraction(ex["frame_rate"]) if ex.get("frame_rate") else None
         except (ValueError, ZeroDivisionError) as err:
             raise InputError(f"bad --opt value: {err}") from None
-        self.rate = self.video.rate_hz
-        self.hands = str(ex.get("hands", "")).lower() if str(ex.get("hands", "")).lower() != "none" else ""
-        if self.hands not in ("", "mediapipe") or not 1 <= self.horizon <= TRAJ_HORIZON:
-            raise InputError(f"--opt hands must be mediapipe or none, horizon in 1..{TRAJ_HORIZON}")
+        self.rate, self.hands, self.horizon = self.video.rate_hz, self.video.hands, self.video.horizon
         stem = posixpath.basename(self.csv_path).rsplit(".", 1)[0]
         guess = stem.rsplit("_", 1)[-1].lower() if stem.upper().startswith("EPIC_") else ""
         self.split = self.options.split or (guess if _SAFE.match(guess or "-") else "") or "train"
@@ -426,9 +421,7 @@ class _VideoSource:
         if want[-1] > ts[-1] + period // 2:
             raise MissingFrames(f"{posixpath.basename(self.path)}: frame {int(numbered[-1])} ({want[-1] / 1e9:.2f} s) "
                                 f"is past the video's end ({ts[-1] / 1e9:.2f} s, {self.index.num_frames} frames)")
-        right = np.clip(np.searchsorted(ts, want), 0, len(ts) - 1)
-        left = np.clip(right - 1, 0, len(ts) - 1)
-        pick = np.where(np.abs(ts[left] - want) <= np.abs(ts[right] - want), left, right)
+        pick = nearest_frames(ts, want)
         if len(np.unique(pick)) != len(pick):
             raise MissingFrames(f"{posixpath.basename(self.path)}: the video has fewer frames than rate_hz needs "
                                 f"(two samples map to one frame); lower --opt rate_hz")

@@ -35,7 +35,6 @@ import numpy as np
 from vlaflow.schemas import (
     ACTION,
     STATE,
-    TRAJ_HORIZON,
     DatasetInfo,
     Episode,
     EpisodeError,
@@ -46,9 +45,9 @@ from vlaflow.schemas import (
 from vlaflow.schemas.slots import TRAJ_POINTS
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
-from ..fs import resolve
 from ..sim.hdf5 import natural_key, safe_name
 from .errors import MissingFrames, MissingIntrinsics, NonFinitePose, UnsafePath
+from .files import episode_key, local_root
 from .trajectory import Observations, build_chunks, cv_camera_from_world, pad_horizon
 from .video import VideoOptions, open_decoder, probe, sample_indices, store_frames
 
@@ -57,8 +56,7 @@ TASK_FAMILY = "trajectory"
 SPACES = ("pixel", "camera", "world")
 HAND_POINTS = {"left_wrist": "left_hand", "right_wrist": "right_hand"}
 TRACK_EXTS = (".json", ".parquet")
-OPTION_KEYS = {"rate_hz", "decoder", "storage", "jpeg_quality", "video_codec", "gop", "crf", "horizon", "dataset",
-               "min_confidence", "hands", "mirrored", "instruction"}
+OPTION_KEYS = VideoOptions.KEYS | {"dataset", "instruction"}
 
 
 class BadTrackFile(FeatureMismatch):
@@ -125,28 +123,16 @@ class VideoTrajectoryConverter(Converter):
 
     def __init__(self, input_path: str, options: ConverterOptions | None = None):
         super().__init__(input_path, options)
-        fs, _ = resolve(input_path)
-        if type(fs).__name__ != "LocalFileSystem":
-            raise InputError(f"{input_path}: video_trajectory reads local files")
-        self.root = Path(input_path)
-        if not self.root.exists():
-            raise InputError(f"{input_path}: no such file or folder")
-        self.hands = str(self.options.extra.get("hands", "")).lower()
-        if self.hands not in ("", "none", "mediapipe"):
-            raise InputError(f"--opt hands must be mediapipe or none, got {self.hands!r}")
-        self.hands = self.hands if self.hands == "mediapipe" else ""
-        self.files = _scan(self.root, videos=bool(self.hands))
-        if not self.files:
-            raise InputError(f"{input_path}: no track files (.json with a 'points' mapping, or .parquet)")
+        self.root = local_root(input_path, "video_trajectory")
         ex = self.options.extra
         try:
             self.video = VideoOptions.from_extra(ex)
-            self.horizon = int(ex.get("horizon", TRAJ_HORIZON))
-            self.min_conf = float(ex.get("min_confidence", 0.5))
         except ValueError as err:
             raise InputError(str(err)) from None
-        if not 1 <= self.horizon <= TRAJ_HORIZON:
-            raise InputError(f"--opt horizon must be in 1..{TRAJ_HORIZON}")
+        self.hands, self.horizon, self.min_conf = self.video.hands, self.video.horizon, self.video.min_confidence
+        self.files = _scan(self.root, videos=bool(self.hands))
+        if not self.files:
+            raise InputError(f"{input_path}: no track files (.json with a 'points' mapping, or .parquet)")
         self.dataset = safe_name(ex.get("dataset") or "video_trajectory")
         self.prompt = get_embodiment(EMBODIMENT).prompt(rate_hz=float(self.video.rate_hz))
         self._warnings = [f"--opt {', '.join(sorted(set(ex) - OPTION_KEYS))} not used by video_trajectory"] \
@@ -172,8 +158,7 @@ class VideoTrajectoryConverter(Converter):
 
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
         p = Path(unit.source)
-        rel = p.relative_to(self.root).with_suffix("").parts if p != self.root else (p.stem,)
-        key = "/".join([self.dataset] + [safe_name(x) for x in rel])
+        key = episode_key(self.root, p, self.dataset)
         try:
             yield self._episode(p, key, unit)
         except EpisodeError as err:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+from vlaflow.schemas import TRAJ_HORIZON
 from vlaflow.schemas.conventions import NS_PER_S
 
 from .errors import UndecodableVideo
@@ -112,10 +113,15 @@ def sample_indices(timestamps_ns: np.ndarray, rate_hz: Fraction, start: int = 0,
     # +1 ns: frame times are rounded to whole ns, so a grid point exactly on the last frame may land 1 ns past it
     k = np.arange((span + 1) * step_den // step_num + 1, dtype=np.int64)
     grid = ts[0] + (k * step_num + step_den // 2) // step_den
-    right = np.clip(np.searchsorted(ts, grid, side="left"), 0, len(ts) - 1)
+    return np.unique(nearest_frames(ts, grid)) + start
+
+
+def nearest_frames(timestamps_ns: np.ndarray, targets_ns: np.ndarray) -> np.ndarray:
+    """Index of the frame nearest to each target time (sorted timestamps), ties to the earlier frame."""
+    ts = np.asarray(timestamps_ns, np.int64)
+    right = np.clip(np.searchsorted(ts, targets_ns, side="left"), 0, len(ts) - 1)
     left = np.clip(right - 1, 0, len(ts) - 1)
-    pick = np.where(np.abs(ts[left] - grid) <= np.abs(ts[right] - grid), left, right)
-    return np.unique(pick) + start
+    return np.where(np.abs(ts[left] - targets_ns) <= np.abs(ts[right] - targets_ns), left, right)
 
 
 class PyAVDecoder:
@@ -286,20 +292,32 @@ class VideoOptions:
     codec: str = "h264"  # h264 | av1 (mp4 storage)
     gop: int = 10  # keyframe interval of stored MP4s, in samples
     crf: int | None = None
+    horizon: int = TRAJ_HORIZON  # trajectory targets: future samples per row
+    min_confidence: float = 0.5  # joints / points below it are masked
+    hands: str = ""  # "mediapipe": 2D hand traces from the frames (optional extra)
+
+    KEYS = frozenset({"rate_hz", "decoder", "storage", "jpeg_quality", "video_codec", "gop", "crf", "horizon",
+                      "min_confidence", "hands", "mirrored"})
 
     @classmethod
-    def from_extra(cls, extra: dict) -> VideoOptions:
+    def from_extra(cls, extra: dict) -> "VideoOptions":
+        hands = str(extra.get("hands", "")).lower()
         try:
             o = cls(rate_hz=Fraction(str(extra.get("rate_hz", "10"))), decoder=str(extra.get("decoder", "pyav")),
                     storage=str(extra.get("storage", "jpeg")), jpeg_quality=int(extra.get("jpeg_quality", 90)),
                     codec=str(extra.get("video_codec", "h264")), gop=int(extra.get("gop", 10)),
-                    crf=int(extra["crf"]) if extra.get("crf") not in (None, "") else None)
+                    crf=int(extra["crf"]) if extra.get("crf") not in (None, "") else None,
+                    horizon=int(extra.get("horizon", TRAJ_HORIZON)),
+                    min_confidence=float(extra.get("min_confidence", 0.5)),
+                    hands="" if hands in ("", "none") else hands)
         except (ValueError, ZeroDivisionError) as err:
             raise ValueError(f"bad --opt value: {err}") from None
         if not 0 < o.rate_hz <= MAX_RATE_HZ or not 1 <= o.jpeg_quality <= 100 or o.gop < 1:
             raise ValueError(f"--opt rate_hz must be in (0, {MAX_RATE_HZ}], jpeg_quality in 1..100, gop >= 1")
         if o.decoder not in DECODERS or o.storage not in ("jpeg", "mp4") or o.codec not in CODECS:
             raise ValueError(f"--opt decoder in {DECODERS}, storage in (jpeg, mp4), video_codec in {sorted(CODECS)}")
+        if not 1 <= o.horizon <= TRAJ_HORIZON or o.hands not in ("", "mediapipe"):
+            raise ValueError(f"--opt horizon must be in 1..{TRAJ_HORIZON}, hands mediapipe or none")
         return o
 
 

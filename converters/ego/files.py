@@ -1,0 +1,26 @@
+"""Inputs of the file-per-episode video converters (egodex, video_trajectory): local root, episode keys."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlaflow.schemas import InputError
+
+from ..fs import resolve
+from ..sim.hdf5 import safe_name
+
+
+def local_root(input_path: str, who: str) -> Path:
+    """HDF5 and decord need local files: a remote URI or a missing path is a one-line input error."""
+    fs, _ = resolve(input_path)
+    if type(fs).__name__ != "LocalFileSystem":
+        raise InputError(f"{input_path}: {who} reads local files; copy or mount them first")
+    root = Path(input_path)
+    if not root.exists():
+        raise InputError(f"{input_path}: no such file or folder")
+    return root
+
+
+def episode_key(root: Path, path: Path, dataset: str) -> str:
+    """``<dataset>/<relative path without suffix>``, each component a plain name."""
+    rel = path.relative_to(root).with_suffix("").parts if path != root else (path.stem,)
+    return "/".join([dataset] + [safe_name(x) for x in rel])

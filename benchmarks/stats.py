@@ -109,6 +109,7 @@ def build_scaled(src: Path, dst: Path, steps: int, shards: int, episode_steps: i
         pq.write_table(t.cast(schema), dst / rel, compression="zstd", row_group_size=32768)
         data = (dst / rel).read_bytes()
         out_shards.append({"path": rel, "dataset": "bridge_dataset", "split": "bench", "rows": n,
+                           "row_groups": pq.ParquetFile(dst / rel).num_row_groups,
                            "episodes": int((pos == 0).sum()), "bytes": len(data),
                            "sha256": hashlib.sha256(data).hexdigest()})
         row += n
@@ -383,7 +384,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write the numbers as JSON ('-' = stdout)")
     args = ap.parse_args(argv)
 
-    from vlaflow.pipelines.stats import compute_stats_local, run_stats
+    from vlaflow.pipelines.stats import run_stats
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vlaflow-stats-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -408,7 +409,7 @@ def main(argv=None) -> int:
         cached_s = time.perf_counter() - t0
         assert again.cached
         t0 = time.perf_counter()
-        compute_stats_local(str(scaled))
+        run_stats(str(scaled), force=True, executor="local")
         local_s = time.perf_counter() - t0
         ray.shutdown()
 

@@ -40,13 +40,16 @@ def ingest(
     target_shard_mb: float = typer.Option(256, help="target shard size in MB (packed by source bytes)"),
     num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance"),
     verify_images: bool = typer.Option(False, help="fully decode every image (slower)"),
+    executor: str = typer.Option("ray", help="ray (local or RAY_ADDRESS cluster) or local (this process, same bytes)"),
     opt: list[str] = typer.Option([], help="converter option KEY=VALUE (repeatable), e.g. trust_pickle=true"),
     connectivity: str | None = typer.Option(None, help="VLN graph folder (r2r/rxr); same as --opt connectivity=DIR"),
     frames_root: str | None = typer.Option(None, help="epic_kitchens: folder of <video_id>/frame_%010d.jpg; "
                                               "same as --opt frames=DIR"),
     videos_root: str | None = typer.Option(None, help="epic_kitchens: folder of <video_id>.MP4; same as --opt videos=DIR"),
 ) -> None:
-    """Convert a source into validated zstd Parquet shards + manifest + ledger."""
+    """Convert one dataset into a corpus root: validated zstd Parquet shards + manifest + ledger.
+
+    Several ingests (different datasets, converters, families) may share one --output."""
     from vlaflow.converters import ConverterOptions
     from vlaflow.schemas import InputError, register_embodiment_file
 
@@ -66,7 +69,7 @@ def ingest(
             if value:
                 extra[key] = value
         cfg = IngestConfig(converter, input, output, ConverterOptions(split=split, spec_file=spec, extra=extra),
-                           target_shard_mb, num_cpus, verify_images)
+                           target_shard_mb, num_cpus, verify_images, executor)
         plan = prepare(cfg)
         with Progress(TextColumn("[bold]ingest"), BarColumn(), TextColumn("{task.completed}/{task.total} groups"),
                       TextColumn("{task.fields[eps]} episodes · {task.fields[rate]:.0f} episodes/s · "
@@ -131,6 +134,29 @@ def validate(output: str = typer.Argument(..., help="an ingest output folder or 
 
 
 @app.command()
+def corpus(path: str = typer.Argument(..., help="a corpus root (folder or URI) or a corpus YAML listing roots")) -> None:
+    """List the datasets of a corpus: converter, embodiment, family, episodes, steps, quarantined."""
+    from .corpus import Corpus
+
+    try:
+        c = Corpus.open(path)
+    except VlaflowError as err:
+        _fail(err)
+    t = Table(title=f"corpus {path}")
+    for col in ("dataset", "root", "converter", "embodiment", "family", "episodes", "steps", "quarantined", "weight"):
+        t.add_column(col, justify="right" if col in ("episodes", "steps", "quarantined", "weight") else "left")
+    weights = c.weights()
+    for r in c.roots:
+        for name in r.datasets:
+            e = r.manifest.ingests[name]
+            led = e.get("ledger") or {}
+            t.add_row(name, r.uri, e["converter"], e["embodiment"], e["task_family"], str(e["totals"]["episodes"]),
+                      str(e["totals"]["rows"]), str(led.get("episodes_quarantined", "")),
+                      f"{weights[name]:g}" if name in weights else "")
+    Console().print(t)
+
+
+@app.command()
 def converters() -> None:
     """List installed converter plugins (entry-point group `vlaflow.converters`)."""
     from vlaflow.converters import describe
@@ -157,14 +183,15 @@ def sample_rlds(output: str = typer.Argument(..., help="data dir to write <name>
 
 
 @app.command()
-def stats(output: str = typer.Argument(..., help="an ingest output folder or URI"),
+def stats(output: str = typer.Argument(..., help="a corpus root (folder or URI) or a corpus YAML listing roots"),
           split: str | None = typer.Option(None, help="comma-separated splits (default: all)"),
           exclude: list[str] = typer.Option(["action:*.gripper"], help="KIND:SLOT-PATTERN without statistics "
                                             "(repeatable; KIND = action or state); `--exclude none` keeps all"),
           k: int = typer.Option(2048, help="KLL sketch size (rank error about 2.3/k^0.97)"),
           force: bool = typer.Option(False, help="recompute even when meta/stats.json is current"),
-          num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance")) -> None:
-    """Per-(dataset, embodiment) action/state statistics and quantiles into OUT/meta/stats.json."""
+          num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance"),
+          executor: str = typer.Option("ray", help="ray or local (this process, same bytes)")) -> None:
+    """Per-(dataset, embodiment) statistics and quantiles, and per embodiment merged across datasets."""
     from vlaflow.schemas import InputError
     from vlaflow.tokenization.statistics import StatsSpec
 
@@ -181,7 +208,7 @@ def stats(output: str = typer.Argument(..., help="an ingest output folder or URI
             excl[kind].append(pattern)
         spec = StatsSpec(exclude_action=tuple(excl["action"]), exclude_state=tuple(excl["state"]), k=k)
         splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
-        result = run_stats(output, spec, splits, force=force, num_cpus=num_cpus)
+        result = run_stats(output, spec, splits, force=force, num_cpus=num_cpus, executor=executor)
         _disconnect_ray()
     except VlaflowError as err:
         _fail(err)
@@ -195,6 +222,13 @@ def stats(output: str = typer.Argument(..., help="an ingest output folder or URI
         t.add_row(key, str(g["rows"]), str(g["episodes"]), str(len(g["action"])), str(len(g["state"])),
                   *((str(len(g["trajectory"])),) if traj else ()))
     console.print(t)
+    if len({g["dataset"] for g in doc["groups"].values()}) > 1:
+        e = Table(title="merged per embodiment")
+        for c in ("embodiment", "datasets", "rows", "episodes"):
+            e.add_column(c, justify="left" if c in ("embodiment", "datasets") else "right")
+        for emb, g in doc["embodiments"].items():
+            e.add_row(emb, ", ".join(g["datasets"]), str(g["rows"]), str(g["episodes"]))
+        console.print(e)
     how = "read back from the cache (manifest unchanged)" if result.cached else f"computed on {result.ray}"
     console.print(f"{len(doc['groups'])} group(s), {doc['rows']} rows; {how} in {result.seconds:.2f} s")
 

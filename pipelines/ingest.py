@@ -1,26 +1,35 @@
-"""``vlaflow ingest``: plan → Ray read tasks (convert, validate, quarantine, write a shard) → finalize.
+"""``vlaflow ingest``: plan → one task per group (convert, validate, quarantine, write a shard) → finalize.
 
-Resume: a group whose marker exists and whose shard matches it is skipped. Finalize rebuilds the
-manifest, ledger, quarantine list and episodes table from the markers alone, so a resumed run
-writes the same bytes as an uninterrupted one.
+One ingest converts one dataset into a corpus root (``meta/datasets/<name>/`` holds its own manifest,
+ledger, quarantine, episodes table, the specs it resolved, and its resume state); several ingests share a
+root. The group tasks run on the stage runner (``runner.py``) with Ray or in this process; this module
+knows no Ray. Resume: a group whose marker exists and whose shard matches it is skipped, and finalize
+rebuilds the dataset's files from the markers alone, so a resumed run writes the same bytes as an
+uninterrupted one, whichever executor ran it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 
-from vlaflow.converters import Converter, ConverterOptions
+import yaml
+
+from vlaflow.converters import Converter, ConverterOptions, Rejected
 from vlaflow.converters import load as load_converter
 from vlaflow.converters import sniff as sniff_converter
-from vlaflow.schemas import SCHEMA_VERSION, InputError, episodes_table, schema_metadata
+from vlaflow.schemas import (SCHEMA_VERSION, Episode, EpisodeError, InputError, episode_row, episodes_table,
+                             episodes_to_table, schema_metadata, step_schema, validate_episode)
 
-from .layout import (DEFAULT_TARGET_SHARD_MB, EPISODES, LEDGER, MANIFEST, MANIFEST_VERSION, MIN_SHARD_BYTES,
-                     PLAN_MARKER, PLAN_MIN_SHARDS, QUARANTINE, group_marker)
+from .corpus import parquet_bytes, rebuild_root
+from .layout import (BATCH_BYTES, BATCH_EPISODES, DEFAULT_TARGET_SHARD_MB, EPISODES, LEDGER, MANIFEST,
+                     MIN_SHARD_BYTES, PLAN_MIN_SHARDS, QUARANTINE, dataset_file, embodiment_file, group_marker,
+                     plan_marker, spec_file)
+from .metadata import DatasetManifest, GroupMarker, Ledger
 from .plan import Group, pack
+from .runner import ProgressFn, Stage, Task, make_executor, run_stage
+from .shard_writer import ShardWriter
 from .storage import Output
 
 
@@ -33,12 +42,13 @@ class IngestConfig:
     target_shard_mb: float = DEFAULT_TARGET_SHARD_MB
     num_cpus: int | None = None
     verify_images: bool = False
+    executor: str = "ray"  # or "local": the same bytes, in this process
 
 
 @dataclass
 class IngestResult:
     ledger: dict
-    manifest: dict
+    manifest: dict  # the dataset's own manifest
     groups_total: int
     groups_skipped: int
     seconds: float
@@ -50,27 +60,133 @@ class IngestResult:
         return self.ledger["episodes_quarantined"] == 0
 
 
+_CONVERTERS: dict[tuple, Converter] = {}
+
+
+def converter_for(name: str, input_path: str, options: ConverterOptions) -> Converter:
+    """One converter per worker process (opening a builder dir parses its features once)."""
+    key = (name, input_path, repr(options))
+    if key not in _CONVERTERS:
+        _CONVERTERS[key] = load_converter(name)(input_path, options)
+    return _CONVERTERS[key]
+
+
+def _nbytes(ep: Episode) -> int:
+    frames = sum(len(b) for f in ep.images.values() if f for b in f if b)
+    frames += sum(len(c.data) for c in ep.videos.values() if c.data)
+    return frames + ep.action.nbytes + ep.state.nbytes + ep.action_raw.nbytes
+
+
+@dataclass
+class IngestStage(Stage):
+    """The group tasks of one ingest: plain data, shipped to Ray workers as is."""
+
+    converter: str
+    input: str
+    options: ConverterOptions
+    output_uri: str
+    dataset: str
+    datasets_meta: dict
+    groups: list[Group]
+    verify_images: bool = False
+    name: str = "ingest"
+
+    def tasks(self) -> list[Task]:
+        return [Task(g.id, group_marker(self.dataset, g.id), tuple(sorted({u.source for u in g.units})))
+                for g in self.groups]
+
+    def is_done(self, out: Output, task: Task) -> bool:
+        """The marker, and the shard and MP4s it names still there at their recorded sizes."""
+        if not out.exists(task.marker):
+            return False
+        shard = out.read_json(task.marker).get("shard")
+        if shard is None:
+            return True
+        return (out.exists(shard["shard"]) and out.size(shard["shard"]) == shard["bytes"]
+                and all(out.exists(v["path"]) and out.size(v["path"]) == v["bytes"] for v in shard.get("videos", [])))
+
+    def run_task(self, task: Task, progress: ProgressFn) -> dict:
+        return convert_group(self.groups[task.id], self, progress).to_json()
+
+
+def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> GroupMarker:
+    """Convert one group: episodes stream into its shard one batch at a time, so memory stays flat."""
+    conv = converter_for(stage.converter, stage.input, stage.options)
+    out = Output(stage.output_uri)
+    schema = step_schema(stage.datasets_meta)
+    writer: ShardWriter | None = None
+    rows, rejected, batch = [], [], []
+    steps_in = batch_bytes = 0
+
+    def flush():
+        nonlocal writer, batch_bytes
+        if writer is None:
+            writer = ShardWriter(out, group.shard, schema)
+        for ep in batch:
+            for role, clip in ep.videos.items():
+                if clip.data is not None:
+                    ep.videos[role] = writer.videos.append(role, clip)
+        writer.add(episodes_to_table(batch, schema), len(batch))
+        batch.clear()
+        batch_bytes = 0
+
+    def consume():
+        nonlocal steps_in, batch_bytes
+        for unit in group.units:
+            for item in conv.read(unit):
+                if isinstance(item, Rejected):
+                    rejected.append(item.__dict__)
+                    steps_in += item.steps
+                    progress(1, item.steps)
+                    continue
+                steps_in += item.length
+                progress(1, item.length)
+                try:
+                    validate_episode(item, verify_images=stage.verify_images)
+                except EpisodeError as err:
+                    rejected.append(Rejected.from_error(item.episode_id, err, f"{item.source_file}#"
+                                                        f"{item.source_index}", item.length).__dict__)
+                    continue
+                rows.append(episode_row(item, group.shard))
+                batch.append(item)
+                batch_bytes += _nbytes(item)
+                if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_EPISODES:
+                    flush()
+        if batch:
+            flush()
+
+    try:
+        consume()
+        shard = writer.close() if writer is not None else None
+    except BaseException:
+        if writer is not None:  # no half-written shard, temporary MP4s or open containers left behind
+            writer.abort()
+        raise
+    if shard is not None:
+        for row, rg in zip(rows, shard.pop("episode_row_group"), strict=True):
+            row["row_group"] = rg
+    return GroupMarker(
+        group=group.id, dataset=group.dataset, split=group.split, shard=shard,
+        episodes_in=len(rows) + len(rejected), episodes_out=len(rows), steps_in=steps_in,
+        steps_out=sum(r["length"] for r in rows), episodes=rows, rejected=rejected,
+        sources=sorted({u.source for u in group.units}),
+        warnings=conv.warnings())  # raised while reading, on this worker
+
+
 @dataclass
 class Plan:
-    """Everything decided before Ray starts: a bad input fails here, in one line."""
+    """Everything decided before any task runs: a bad input fails here, in one line."""
 
     cfg: IngestConfig
     converter: Converter
-    datasets_meta: dict
-    groups: list[Group]
-    pending: list[Group]
-    out: Output
-    ray: str = "nothing to do"  # where the work will run
+    stage: IngestStage
+    pending: list[Task]
+    executor: object
+    where: str = "nothing to do"  # where the work will run
 
-
-def group_complete(out: Output, g: Group) -> bool:
-    if not out.exists(group_marker(g.id)):
-        return False
-    shard = out.read_json(group_marker(g.id)).get("shard")
-    if shard is None:
-        return True
-    return (out.exists(g.shard) and out.size(g.shard) == shard["bytes"]
-            and all(out.exists(v["path"]) and out.size(v["path"]) == v["bytes"] for v in shard.get("videos", [])))
+    @property
+    def groups(self) -> list[Group]:
+        return self.stage.groups
 
 
 def _fingerprint(cfg: IngestConfig, conv: Converter, groups: list[Group]) -> dict:
@@ -81,15 +197,30 @@ def _fingerprint(cfg: IngestConfig, conv: Converter, groups: list[Group]) -> dic
             "units_sha256": digest}
 
 
+def _yaml(obj) -> bytes:
+    return yaml.safe_dump(obj, sort_keys=True, allow_unicode=True).encode()
+
+
+def _write_specs(out: Output, conv: Converter, info) -> tuple[dict, str | None]:
+    """The resolved embodiment and dataset spec, so every later stage reads them from the output."""
+    emb = conv.embodiments.get(info.embodiment)
+    rel = embodiment_file(info.name, emb.id)
+    out.write_bytes(rel, _yaml(emb.to_dict()))
+    spec = conv.resolved_spec()
+    if spec is not None:
+        out.write_bytes(spec_file(info.name), _yaml(spec))
+    return {emb.id: rel}, spec_file(info.name) if spec is not None else None
+
+
 def prepare(cfg: IngestConfig) -> Plan:
     if cfg.converter == "auto":
         cfg.converter = sniff_converter(cfg.input)
+    executor = make_executor(cfg.executor, cfg.num_cpus)
     conv = load_converter(cfg.converter)(cfg.input, cfg.options)
     infos = conv.datasets()
     if len(infos) != 1:
         raise InputError(f"converter {cfg.converter} reported {len(infos)} datasets; one per ingest")
     info = infos[0]
-    datasets_meta = {info.name: info.to_json()}
     target = max(int(cfg.target_shard_mb * (1 << 20)), 1)
     units = conv.plan(target)
     if not units or not any(u.nbytes for u in units):
@@ -101,18 +232,22 @@ def prepare(cfg: IngestConfig) -> Plan:
         units = conv.plan(target)
     groups = pack(units, info.name, target)
     out = Output(cfg.output)
+    if out.exists(MANIFEST) and out.read_json(MANIFEST).get("manifest_version") == 1:
+        raise InputError(f"{cfg.output} was written by a vlaflow from before corpora (one dataset at the root); "
+                         "ingest into a new --output")
     fp = _fingerprint(cfg, conv, groups)
-    if out.exists(PLAN_MARKER) and out.read_json(PLAN_MARKER) != fp:
-        raise InputError(f"{cfg.output} holds an ingest of a different input, converter or options; "
-                         "use a new --output (or delete the folder) instead of mixing them")
-    if not out.exists(PLAN_MARKER):
-        out.write_json(PLAN_MARKER, fp)
-    pending = [g for g in groups if not group_complete(out, g)]
-    plan = Plan(cfg, conv, datasets_meta, groups, pending, out)
-    if pending:
-        from .ray_compat import init_ray
-
-        plan.ray = init_ray(cfg.num_cpus)
+    marker = plan_marker(info.name)
+    if out.exists(marker) and out.read_json(marker) != fp:
+        raise InputError(f"{cfg.output} already holds dataset {info.name!r} ingested from a different input, converter "
+                         "or options; use a new --output (or delete meta/datasets/"
+                         f"{info.name}) instead of mixing them")
+    if not out.exists(marker):
+        out.write_json(marker, fp)
+    stage = IngestStage(cfg.converter, cfg.input, cfg.options, cfg.output, info.name, {info.name: info.to_json()},
+                        groups, cfg.verify_images)
+    plan = Plan(cfg, conv, stage, [t for t in stage.tasks() if not stage.is_done(out, t)], executor)
+    if plan.pending:
+        plan.where = executor.start()
     return plan
 
 
@@ -120,118 +255,37 @@ def run_ingest(cfg: IngestConfig, on_progress=None, plan: Plan | None = None) ->
     """``on_progress(episodes, steps, groups_done, groups_total)`` is called from the driver."""
     t0 = time.perf_counter()
     plan = plan or prepare(cfg)
-    if plan.pending:
-        _execute(plan, on_progress)
-    manifest, ledger = finalize(plan)
-    warnings = list(dict.fromkeys(plan.converter.warnings() + manifest["warnings"]))
-    return IngestResult(ledger, manifest, len(plan.groups), len(plan.groups) - len(plan.pending),
-                        time.perf_counter() - t0, warnings, plan.ray)
+    markers = [GroupMarker.from_json(m, "group marker") for m in run_stage(plan.stage, plan.executor, on_progress)]
+    manifest, ledger = finalize(plan, markers)
+    warnings = list(dict.fromkeys(plan.converter.warnings() + manifest.warnings))
+    return IngestResult(ledger.to_json(), manifest.to_json(), len(plan.groups), len(plan.groups) - len(plan.pending),
+                        time.perf_counter() - t0, warnings, plan.where)
 
 
-def _progress_actor(name: str):
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class Progress:
-        def __init__(self):
-            self.episodes = self.steps = 0
-
-        def add(self, episodes, steps):
-            self.episodes += episodes
-            self.steps += steps
-
-        def get(self):
-            return self.episodes, self.steps
-
-    return Progress.options(name=name).remote()
-
-
-def _execute(plan: Plan, on_progress) -> None:
-    import ray
-
-    from .datasource import EpisodeDatasource
-    from .ray_compat import configure_data_context
-
-    cfg, pending = plan.cfg, plan.pending
-    configure_data_context()
-    actor_name = f"vlaflow-progress-{uuid.uuid4().hex[:8]}"
-    actor = _progress_actor(actor_name) if on_progress else None
-    source = EpisodeDatasource(pending, cfg.converter, cfg.input, cfg.options, cfg.output,
-                               plan.datasets_meta, cfg.verify_images, actor_name if actor else None)
-    ds = ray.data.read_datasource(source, override_num_blocks=len(pending), num_cpus=1)
-    done: list[dict] = []
-    error: list[BaseException] = []
-
-    def _consume():
-        try:
-            done.extend(ds.iter_rows())
-        except BaseException as err:  # surfaced on the driver thread below
-            error.append(err)
-
-    th = threading.Thread(target=_consume, daemon=True)
-    th.start()
-    while th.is_alive():
-        th.join(0.25)
-        if actor is not None:
-            try:
-                e, s = ray.get(actor.get.remote(), timeout=5)
-                on_progress(e, s, len(done), len(pending))
-            except Exception:  # progress is best-effort; the run's result is what counts
-                pass
-    if actor is not None:
-        on_progress(*ray.get(actor.get.remote()), len(pending), len(pending))
-        ray.kill(actor)
-    if error:
-        raise error[0]
-
-
-def finalize(plan: Plan):
-    out, cfg, conv = plan.out, plan.cfg, plan.converter
+def finalize(plan: Plan, markers: list[GroupMarker]) -> tuple[DatasetManifest, Ledger]:
+    """The dataset's manifest, ledger, quarantine and episodes table from its markers; then the root's."""
+    out, cfg, conv, name = Output(plan.cfg.output), plan.cfg, plan.converter, plan.stage.dataset
+    led = Ledger()
     shards, rows, rejected, warnings = [], [], [], []
-    led = dict(episodes_in=0, episodes_out=0, episodes_quarantined=0, steps_in=0, steps_out=0,
-               steps_quarantined=0)
-    by_reason: dict[str, int] = {}
-    for g in plan.groups:
-        if not group_complete(out, g):
-            raise RuntimeError(f"group {g.id} ({g.shard}) did not complete; re-run to resume")
-        m = out.read_json(group_marker(g.id))
-        for k in ("episodes_in", "episodes_out", "steps_in", "steps_out"):
-            led[k] += m[k]
-        for r in m["rejected"]:
-            led["episodes_quarantined"] += 1
-            led["steps_quarantined"] += r.get("steps", 0)
-            by_reason[r["code"]] = by_reason.get(r["code"], 0) + 1
-            rejected.append(r)
-        rows.extend(m["episodes"])
-        warnings.extend(w for w in m.get("warnings", []) if w not in warnings)
-        if m["shard"]:
-            shards.append({"path": m["shard"]["shard"], "dataset": g.dataset, "split": g.split,
-                           **{k: m["shard"][k] for k in ("rows", "episodes", "row_groups", "bytes", "sha256")},
-                           "videos": m["shard"].get("videos", []), "sources": m["sources"]})
-    led["by_reason"] = dict(sorted(by_reason.items()))
-    led["balanced"] = led["episodes_in"] == led["episodes_out"] + led["episodes_quarantined"]
-    out.write_bytes(EPISODES, _parquet_bytes(episodes_table(rows)))
-    out.write_bytes(QUARANTINE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected).encode())
-    manifest = {
-        "manifest_version": MANIFEST_VERSION, "schema_version": SCHEMA_VERSION,
-        "converter": conv.name, "converter_version": conv.version, "input": cfg.input,
-        "target_shard_mb": cfg.target_shard_mb, "datasets": plan.datasets_meta,
-        "schema": schema_metadata(plan.datasets_meta), "shards": shards,
-        "totals": {"shards": len(shards), "rows": sum(s["rows"] for s in shards),
-                   "episodes": sum(s["episodes"] for s in shards), "bytes": sum(s["bytes"] for s in shards),
-                   "video_bytes": sum(v["bytes"] for s in shards for v in s["videos"])},
-        "episodes_table": EPISODES, "quarantine": QUARANTINE, "ledger": LEDGER,
-        "warnings": warnings,
-    }
-    out.write_json(MANIFEST, manifest)
-    out.write_json(LEDGER, led)
+    for m in markers:
+        led.add(m.ledger())
+        rejected.extend(m.rejected)
+        rows.extend(m.episodes)
+        warnings.extend(w for w in m.warnings if w not in warnings)
+        if (entry := m.shard_entry()) is not None:
+            shards.append(entry)
+    info = conv.datasets()[0]
+    embodiments, spec = _write_specs(out, conv, info)
+    out.write_bytes(dataset_file(name, EPISODES), parquet_bytes(episodes_table(rows)))
+    out.write_bytes(dataset_file(name, QUARANTINE),
+                    "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected).encode())
+    manifest = DatasetManifest.build(
+        schema_version=SCHEMA_VERSION, converter=conv.name, converter_version=conv.version, input=cfg.input,
+        target_shard_mb=cfg.target_shard_mb, datasets=plan.stage.datasets_meta,
+        schema=schema_metadata(plan.stage.datasets_meta), shards=shards,
+        episodes_table=dataset_file(name, EPISODES), quarantine=dataset_file(name, QUARANTINE),
+        ledger=dataset_file(name, LEDGER), warnings=warnings, embodiments=embodiments, spec=spec)
+    out.write_json(dataset_file(name, LEDGER), led.to_json())
+    out.write_json(dataset_file(name, MANIFEST), manifest.to_json())  # last: the dataset is complete
+    rebuild_root(out)
     return manifest, led
-
-
-def _parquet_bytes(table) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue().to_pybytes()

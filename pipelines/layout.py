@@ -7,11 +7,15 @@ import re
 DATA_DIR = "data"
 VIDEO_DIR = "videos"  # MP4s of frames stored as video, mirroring data/ (one per shard and camera)
 META_DIR = "meta"
-MANIFEST = "meta/manifest.json"
+# The corpus: these four at the root cover every dataset ingested into it (union, datasets in name order).
+MANIFEST = "meta/manifest.json"  # the catalog (pipelines/metadata.py CorpusManifest)
 LEDGER = "meta/ledger.json"
 QUARANTINE = "meta/quarantine.jsonl"
 EPISODES = "meta/episodes.parquet"
-WORK_DIR = "meta/_work"  # per-group completion markers: what makes a rerun resume
+# One ingest = one dataset: its own copies of the four, the specs it resolved, and its resume state.
+DATASETS_DIR = "meta/datasets"
+STATS = "meta/stats.json"
+STATS_PARTIALS = "meta/stats"  # mergeable per-(dataset, embodiment) partials beside stats.json
 
 FILES_PER_FOLDER = 1000  # Hub limit is 10k per folder; LeRobot uses 1000
 DEFAULT_TARGET_SHARD_MB = 256  # shards are packed by source bytes to about this size
@@ -28,7 +32,6 @@ ROW_GROUP_BYTES = 16 << 20
 # Read tasks hand episodes to the writer in batches (one Arrow build per batch, not per episode).
 BATCH_BYTES = 4 << 20
 BATCH_EPISODES = 64
-MANIFEST_VERSION = 1
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -59,9 +62,33 @@ def video_path(shard_rel: str, role: str, part: int = 0) -> str:
     return posixpath.join(VIDEO_DIR, f"{rel}.{safe_component(role)}{suffix}.mp4")
 
 
-def group_marker(group: int) -> str:
+def dataset_dir(dataset: str) -> str:
+    return posixpath.join(DATASETS_DIR, safe_component(dataset))
+
+
+def dataset_file(dataset: str, name: str) -> str:
+    """``dataset_file("bridge", MANIFEST)`` → ``meta/datasets/bridge/manifest.json``."""
+    return posixpath.join(dataset_dir(dataset), posixpath.basename(name))
+
+
+def work_dir(dataset: str) -> str:
+    """Completion markers of one ingest: what makes a rerun resume."""
+    return posixpath.join(dataset_dir(dataset), "_work")
+
+
+def group_marker(dataset: str, group: int) -> str:
     """Written last by the task that converts the group: its presence means the group is done."""
-    return posixpath.join(WORK_DIR, f"group-{group:06d}.json")
+    return posixpath.join(work_dir(dataset), f"group-{group:06d}.json")
 
 
-PLAN_MARKER = posixpath.join(WORK_DIR, "plan.json")  # what this output folder was planned from
+def plan_marker(dataset: str) -> str:
+    """What this dataset's ingest was planned from: a different input for the same name is refused."""
+    return posixpath.join(work_dir(dataset), "plan.json")
+
+
+def embodiment_file(dataset: str, embodiment: str) -> str:
+    return posixpath.join(dataset_dir(dataset), "embodiments", f"{safe_component(embodiment)}.yaml")
+
+
+def spec_file(dataset: str) -> str:
+    return posixpath.join(dataset_dir(dataset), "spec.yaml")

@@ -1,21 +1,24 @@
-"""``vlaflow stats OUT``: normalization statistics of an ingest output, as a Ray Data job.
+"""``vlaflow stats``: normalization statistics of a corpus (a root or a corpus YAML), on the stage runner.
 
-The job's blocks are the manifest's shards; each task reads only the columns statistics need
-(``STATS_COLUMNS``: no images, no raw vectors, no text) row group by row group and returns one
-partial ``StatsAccumulator`` (per (dataset, embodiment): moments + a KLL sketch per value); the
-driver merges the partials in manifest order. The result is
-``OUT/meta/stats.json`` (docs/stats.md), keyed by the sha256 of ``meta/manifest.json`` (which itself
-holds every shard's sha256), the stats spec and the splits: a second run with the same key reads
-the file back without starting Ray.
+One task per shard reads only the columns statistics need (``STATS_COLUMNS``: no images, no raw
+vectors, no text) row group by row group and writes one mergeable partial (per (dataset, embodiment):
+moments + a KLL sketch per value, serialized without pickle) before its marker; the driver merges the
+partials in manifest order, so the document is the same on Ray, in this process, and after a resume.
+A root gets ``OUT/meta/stats.json`` (docs/stats.md) plus ``OUT/meta/stats/partials.bin``, the merged
+partials, so the per-embodiment view merges across datasets and two corpora's statistics merge later
+without re-reading data. The document is keyed by the sha256 of the root's ``meta/manifest.json``
+(which holds every shard's sha256), the stats spec and the splits: a second run with the same key reads
+it back without starting anything. A corpus YAML merges its roots' partials (computing those that are
+missing or stale) and writes the document beside the YAML.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import pickle
+import posixpath
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -23,10 +26,13 @@ import pyarrow as pa
 from vlaflow.schemas import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY, Col, InputError
 from vlaflow.tokenization.statistics import STATS_VERSION, StatsAccumulator, StatsSpec
 
-from .layout import MANIFEST
+from .corpus import Corpus, CorpusRoot
+from .layout import MANIFEST, STATS, STATS_PARTIALS
+from .metadata import JsonRecord
+from .runner import ProgressFn, Stage, Task, make_executor, run_stage
 from .storage import Output
 
-STATS = "meta/stats.json"
+PARTIALS = posixpath.join(STATS_PARTIALS, "partials.bin")
 STATS_COLUMNS = [Col.DATASET, Col.EMBODIMENT, Col.IS_FIRST, Col.ACTION, Col.ACTION_MASK, Col.ACTION_VALID,
                  Col.STATE, Col.STATE_MASK, Col.TRAJECTORY, Col.TRAJECTORY_MASK]
 
@@ -106,39 +112,27 @@ def cache_key(manifest_bytes: bytes, spec: StatsSpec, splits: list[str] | None) 
     return h.hexdigest()
 
 
-def _shards(manifest: dict, splits: list[str] | None) -> list[dict]:
-    shards = [s for s in manifest.get("shards", []) if not splits or s.get("split") in splits]
-    if not shards:
-        raise InputError("no shards to compute statistics over" + (f" in splits {splits}" if splits else ""))
-    return shards
+@dataclass
+class StatsDocument(JsonRecord):
+    """``stats.json``: the accumulator's rendering (docs/stats.md) and what it was computed from."""
 
+    stats_version: int
+    schema_version: str
+    spec: dict
+    quantile_keys: list
+    groups: dict  # "dataset/embodiment" -> statistics
+    embodiments: dict  # embodiment -> statistics merged across its datasets
+    cache_key: str = ""
+    manifest_sha256: str = ""
+    splits: list | None = None
+    shards: int = 0
+    rows: int = 0
+    roots: list = field(default_factory=list)  # corpus YAML only: the roots merged
 
-def _finish(out: Output, acc: StatsAccumulator, manifest_bytes: bytes, key: str, splits, shards) -> dict:
-    doc = acc.to_json()
-    doc.update({"cache_key": key, "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-                "splits": sorted(splits) if splits else None, "shards": len(shards),
-                "rows": sum(g["rows"] for g in doc["groups"].values())})
-    out.write_json(STATS, doc)
-    return doc
-
-
-def _cached(out: Output, key: str) -> dict | None:
-    if not out.exists(STATS):
-        return None
-    try:
-        doc = out.read_json(STATS)
-    except (ValueError, OSError):
-        return None
-    return doc if doc.get("cache_key") == key else None
-
-
-def _open(output: str, spec: StatsSpec | None, splits):
-    out = Output(output)
-    if not out.exists(MANIFEST):
-        raise InputError(f"{output}: not a vlaflow ingest output (no {MANIFEST}); run `vlaflow ingest` first")
-    spec = spec or StatsSpec()
-    manifest_bytes = out.read_bytes(MANIFEST)
-    return out, spec, manifest_bytes, cache_key(manifest_bytes, spec, splits)
+    @classmethod
+    def of(cls, acc: StatsAccumulator, **kw) -> "StatsDocument":
+        doc = acc.to_json()
+        return cls(**doc, rows=sum(g["rows"] for g in doc["groups"].values()), **kw)
 
 
 def shard_partial(output_uri: str, rel_path: str, spec: StatsSpec) -> StatsAccumulator:
@@ -155,52 +149,108 @@ def shard_partial(output_uri: str, rel_path: str, spec: StatsSpec) -> StatsAccum
     return acc
 
 
-def run_stats(output: str, spec: StatsSpec | None = None, splits: list[str] | None = None, force: bool = False,
-              num_cpus: int | None = None) -> StatsResult:
-    """Compute (or read back) ``OUT/meta/stats.json`` with Ray Data: one block per shard."""
+@dataclass
+class StatsStage(Stage):
+    """One task per shard; its partial is written whole, then its marker."""
+
+    output_uri: str
+    shards: list[str]
+    spec: StatsSpec
+    key: str
+    name: str = "stats"
+
+    def _work(self) -> str:
+        return posixpath.join(STATS_PARTIALS, "_work", self.key[:16])
+
+    def tasks(self) -> list[Task]:
+        return [Task(i, posixpath.join(self._work(), f"shard-{i:06d}.json"), (p,)) for i, p in enumerate(self.shards)]
+
+    def is_done(self, out: Output, task: Task) -> bool:
+        return out.exists(task.marker) and out.exists(out.read_json(task.marker)["partial"])
+
+    def run_task(self, task: Task, progress: ProgressFn) -> dict:
+        acc = shard_partial(self.output_uri, self.shards[task.id], self.spec)
+        rel = posixpath.join(self._work(), f"shard-{task.id:06d}.bin")
+        Output(self.output_uri).write_bytes(rel, acc.to_bytes())
+        rows = sum(g.rows for g in acc.groups.values())
+        progress(0, rows)
+        return {"shard": self.shards[task.id], "partial": rel, "rows": rows}
+
+
+@dataclass
+class StatsResult:
+    stats: dict
+    cached: bool
+    seconds: float
+    path: str
+    ray: str = ""
+
+
+def _cached(out: Output, rel: str, key: str) -> dict | None:
+    if not out.exists(rel):
+        return None
+    try:
+        doc = out.read_json(rel)
+    except (ValueError, OSError):
+        return None
+    return doc if doc.get("cache_key") == key else None
+
+
+def root_partials(root: CorpusRoot, spec: StatsSpec, splits, executor, force: bool = False,
+                  on_progress=None) -> tuple[StatsAccumulator, dict | None, bool]:
+    """The merged partials of one root (read back when current, else computed and written into the root)."""
+    out = root.out
+    manifest_bytes = out.read_bytes(MANIFEST)
+    key = cache_key(manifest_bytes, spec, splits)
+    doc = None if force else _cached(out, STATS, key)
+    if doc is not None and out.exists(PARTIALS):
+        return StatsAccumulator.from_bytes(out.read_bytes(PARTIALS)), doc, True
+    shards = [s.path for s in root.manifest.shard_entries() if not splits or s.split in splits]
+    if not shards:
+        raise InputError("no shards to compute statistics over" + (f" in splits {splits}" if splits else ""))
+    stage = StatsStage(root.uri, shards, spec, key)
+    acc = StatsAccumulator(spec)
+    for m in run_stage(stage, executor, on_progress):
+        acc.merge(StatsAccumulator.from_bytes(out.read_bytes(m["partial"])))
+    out.write_bytes(PARTIALS, acc.to_bytes())
+    doc = StatsDocument.of(acc, cache_key=key, manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+                           splits=sorted(splits) if splits else None, shards=len(shards)).to_json()
+    out.write_json(STATS, doc)  # last: the document is current
+    _delete_tree(out, posixpath.dirname(stage._work()))
+    return acc, doc, False
+
+
+def _delete_tree(out: Output, rel: str) -> None:
+    try:
+        out.fs.delete_dir(out.path(rel))
+    except OSError:  # best effort: a leftover work folder costs space, not correctness
+        pass
+
+
+def run_stats(path: str, spec: StatsSpec | None = None, splits: list[str] | None = None, force: bool = False,
+              num_cpus: int | None = None, executor: str = "ray", on_progress=None) -> StatsResult:
+    """Compute (or read back) the statistics of a corpus root (``OUT/meta/stats.json``) or of a corpus YAML
+    (``<corpus>.stats.json`` beside it, merged from its roots' partials)."""
     t0 = time.perf_counter()
-    out, spec, manifest_bytes, key = _open(output, spec, splits)
-    if not force and (doc := _cached(out, key)) is not None:
-        return StatsResult(doc, True, time.perf_counter() - t0, out.path(STATS), "cache")
-    shards = _shards(json.loads(manifest_bytes), splits)
-
-    import ray
-
-    from .ray_compat import configure_data_context, init_ray
-
-    where = init_ray(num_cpus)
-    ctx = configure_data_context()
-    ctx.execution_options.preserve_order = True  # merge order is fixed, so stats.json is reproducible
-    # The shard list comes from the manifest (no file listing); one block per shard keeps the
-    # workers evenly loaded, and each task returns one small pickled partial.
-    ds = ray.data.from_items([{"path": s["path"]} for s in shards], override_num_blocks=len(shards))
-    uri = output
-
-    def partial(batch: pa.Table) -> pa.Table:
-        parts = [pickle.dumps(shard_partial(uri, p, spec), protocol=5) for p in batch["path"].to_pylist()]
-        return pa.table({"partial": pa.array(parts, pa.binary())})
-
-    parts = ds.map_batches(partial, batch_format="pyarrow", batch_size=1, num_cpus=1)
-    acc = StatsAccumulator(spec)
-    for row in parts.iter_rows():
-        acc.merge(pickle.loads(row["partial"]))
-    doc = _finish(out, acc, manifest_bytes, key, splits, shards)
-    return StatsResult(doc, False, time.perf_counter() - t0, out.path(STATS), where)
-
-
-def compute_stats_local(output: str, spec: StatsSpec | None = None, splits: list[str] | None = None,
-                        write: bool = False) -> dict:
-    """The same statistics in this process, without Ray (the same per-shard partials, merged in
-    manifest order): for tests, benchmarks and outputs too small to need a cluster. Ignores the cache."""
-    out, spec, manifest_bytes, key = _open(output, spec, splits)
-    shards = _shards(json.loads(manifest_bytes), splits)
-    acc = StatsAccumulator(spec)
-    for s in shards:
-        acc.merge(shard_partial(output, s["path"], spec))
-    if write:
-        return _finish(out, acc, manifest_bytes, key, splits, shards)
-    doc = acc.to_json()
-    doc.update({"cache_key": key, "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-                "splits": sorted(splits) if splits else None, "shards": len(shards),
-                "rows": sum(g["rows"] for g in doc["groups"].values())})
-    return doc
+    spec = spec or StatsSpec()
+    corpus = Corpus.open(path)
+    ex = make_executor(executor, num_cpus)
+    if len(corpus.roots) == 1 and not path.endswith((".yaml", ".yml")):
+        root = corpus.roots[0]
+        _, doc, cached = root_partials(root, spec, splits, ex, force, on_progress)
+        return StatsResult(doc, cached, time.perf_counter() - t0, root.out.path(STATS),
+                           "cache" if cached else ex.where or ex.start())
+    merged = StatsAccumulator(spec)
+    keys = []
+    for root in corpus.roots:
+        acc, doc, _ = root_partials(root, spec, splits, ex, force, on_progress)
+        for gkey, g in sorted(acc.groups.items()):
+            if g.dataset in root.datasets:
+                merged.merge(StatsAccumulator(spec, groups={gkey: g}))
+        keys.append({"root": root.uri, "datasets": root.datasets, "cache_key": doc["cache_key"]})
+    doc = StatsDocument.of(merged, cache_key=hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest(),
+                           splits=sorted(splits) if splits else None, roots=keys,
+                           shards=sum(len(r.manifest.shards) for r in corpus.roots)).to_json()
+    dest = path.rsplit(".", 1)[0] + ".stats.json"
+    Output(posixpath.dirname(dest) or ".").write_json(posixpath.basename(dest), doc)
+    return StatsResult(doc, False, time.perf_counter() - t0, dest, ex.where or "cache")

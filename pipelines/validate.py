@@ -1,4 +1,8 @@
-"""``vlaflow validate``: every invariant of an ingest output, checked from the files alone."""
+"""``vlaflow validate``: every invariant of a corpus root, checked from the files alone.
+
+The root's shards, episodes table, ledger and quarantine, then each dataset's own files against the
+catalog. Prompts are checked against the embodiment specs the ingest wrote into the output, so a custom
+robot validates with no extra flags."""
 from __future__ import annotations
 
 import json
@@ -8,12 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlaflow.schemas import (ACTION, SCHEMA_VERSION, STATE, Col, EpCol, InputError, UndecodableImage,
-                             check_image_bytes, read_schema_metadata, registry, step_schema)
+from vlaflow.schemas import (ACTION, SCHEMA_VERSION, STATE, Col, EpCol, UndecodableImage, check_image_bytes,
+                             read_schema_metadata, step_schema)
 from vlaflow.schemas.columns import CAMERA_ROLES, TASK_FAMILIES
 from vlaflow.schemas.conventions import parse_fps
 
-from .layout import DATA_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE, VIDEO_DIR, is_safe_rel
+from .corpus import Corpus
+from .layout import DATA_DIR, EPISODES, LEDGER, QUARANTINE, VIDEO_DIR, is_safe_rel
+from .metadata import DatasetManifest, Ledger
 from .storage import Output
 
 _COLUMNS = [Col.DATASET, Col.EPISODE_ID, Col.STEP_INDEX, Col.TIMESTAMP_NS, Col.TASK_FAMILY, Col.EMBODIMENT,
@@ -60,7 +66,7 @@ def _check_trajectory_and_videos(table: pa.Table, name: str, videos: dict[str, i
     return problems
 
 
-def _check_shard(table: pa.Table, name: str, expected_prompts: dict,
+def _check_shard(table: pa.Table, name: str, expected_prompts: dict, known_embodiments,
                  row_group_rows: list[int], videos: dict[str, int] | None = None) -> tuple[list[str], Counter, dict]:
     """→ problems, steps per episode, row group of each episode."""
     problems = []
@@ -120,8 +126,8 @@ def _check_shard(table: pa.Table, name: str, expected_prompts: dict,
                       "p": table[Col.EMBODIMENT_PROMPT].cast(pa.string())}).group_by(["d", "e", "p"]).aggregate([])
     for d, e, p in zip(*(pairs[c].to_pylist() for c in ("d", "e", "p"))):
         want = expected_prompts.get((d, e))
-        if e not in registry():
-            problems.append(f"{name}: embodiment {e!r} is not registered (pass its YAML with --embodiment)")
+        if e not in known_embodiments:
+            problems.append(f"{name}: embodiment {e!r} is neither built in nor among the specs in the output's meta/")
         elif want is not None and want != p:
             problems.append(f"{name}: embodiment_prompt of {d}/{e} differs from the registry's rendering")
     problems += _check_trajectory_and_videos(table, name, videos or {})
@@ -164,20 +170,64 @@ def _check_images(pf: pq.ParquetFile, name: str) -> list[str]:
     return problems
 
 
+def _check_datasets(out: Output, corpus: Corpus, lengths: Counter) -> list[str]:
+    """Each dataset's own manifest, ledger and quarantine against the catalog, and the root's sums."""
+    problems: list[str] = []
+    root = corpus.roots[0].manifest
+    total = Ledger()
+    shard_paths = {s["path"] for s in root.shards}
+    for name, entry in sorted(root.ingests.items()):
+        rel = entry["manifest"]
+        if not is_safe_rel(rel) or not out.exists(rel):
+            problems.append(f"dataset {name}: manifest {str(rel)[:100]!r} missing")
+            continue
+        if out.sha256(rel) != entry["manifest_sha256"]:
+            problems.append(f"{rel}: sha256 differs from the catalog (rewritten after the catalog was built)")
+        m = DatasetManifest.from_json(out.read_json(rel), rel)
+        if not out.exists(m.ledger):
+            problems.append(f"{m.ledger} missing")
+            continue
+        led = Ledger.from_json(out.read_json(m.ledger), m.ledger)
+        total.add(led)
+        if led.episodes_in != led.episodes_out + led.episodes_quarantined:
+            problems.append(f"{m.ledger}: does not balance ({led.episodes_in} in != {led.episodes_out} out + "
+                            f"{led.episodes_quarantined} quarantined)")
+        mine = [s["path"] for s in m.shards]
+        if not set(mine) <= shard_paths:
+            problems.append(f"dataset {name}: shards missing from the root manifest, e.g. {sorted(set(mine) - shard_paths)[0]}")
+        ids = _episode_ids(out, m)
+        held = sum(n for e, n in lengths.items() if e in ids)
+        if led.steps_out != held:
+            problems.append(f"{m.ledger}: {led.steps_out} steps out, its shards hold {held}")
+    if out.exists(LEDGER):
+        rl = out.read_json(LEDGER)
+        if {k: rl.get(k) for k in ("episodes_in", "episodes_out", "steps_in", "steps_out")} != \
+                {k: getattr(total, k) for k in ("episodes_in", "episodes_out", "steps_in", "steps_out")}:
+            problems.append(f"{LEDGER}: not the sum of the datasets' ledgers")
+    return problems
+
+
+def _episode_ids(out: Output, m: DatasetManifest) -> set[str]:
+    if not out.exists(m.episodes_table):
+        return set()
+    return set(pq.read_table(out.path(m.episodes_table), columns=[EpCol.EPISODE_ID], filesystem=out.fs)
+               [EpCol.EPISODE_ID].to_pylist())
+
+
 def validate_output(uri: str, check_images: bool = False) -> tuple[list[str], dict]:
     out = Output(uri)
-    if not out.exists(MANIFEST):
-        raise InputError(f"{uri}: no {MANIFEST}; not a vlaflow ingest output (or the run has not finished)")
-    manifest = out.read_json(MANIFEST)
+    corpus = Corpus.open(uri)
+    manifest = corpus.roots[0].manifest.to_json()
     problems: list[str] = []
     if manifest.get("schema_version") != SCHEMA_VERSION:
         problems.append(f"manifest schema_version {manifest.get('schema_version')} != {SCHEMA_VERSION}")
     datasets = manifest.get("datasets", {})
     expected = step_schema(datasets)
+    embodiments = corpus.embodiments()
     prompts = {}
     for dname, info in datasets.items():
-        if info["embodiment"] in registry():
-            prompts[(dname, info["embodiment"])] = registry().get(info["embodiment"]).prompt(
+        if info["embodiment"] in embodiments:
+            prompts[(dname, info["embodiment"])] = embodiments.get(info["embodiment"]).prompt(
                 rate_hz=float(parse_fps(info["fps"])))
     lengths: Counter = Counter()
     episode_rg: dict = {}
@@ -225,7 +275,7 @@ def validate_output(uri: str, check_images: bool = False) -> tuple[list[str], di
                 problems.append(f"{rel}: {pf.num_row_groups} row groups, manifest says {sh['row_groups']}")
             table = pf.read(columns=_COLUMNS)
             rg_rows = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
-            p, ln, rg = _check_shard(table, rel, prompts, rg_rows, shard_videos)
+            p, ln, rg = _check_shard(table, rel, prompts, embodiments, rg_rows, shard_videos)
             episode_rg.update(rg)
             problems += p
             dup = set(ln) & set(lengths)
@@ -276,5 +326,8 @@ def validate_output(uri: str, check_images: bool = False) -> tuple[list[str], di
             if not r.get("code") or not r.get("reason"):
                 problems.append(f"quarantine entry without code/reason: {line[:120]}")
                 break
-    stats = {"shards": len(manifest["shards"]), "episodes": len(lengths), "rows": sum(lengths.values())}
+    if corpus.roots[0].manifest.manifest_version > 1:
+        problems += _check_datasets(out, corpus, lengths)
+    stats = {"shards": len(manifest["shards"]), "episodes": len(lengths), "rows": sum(lengths.values()),
+             "datasets": len(datasets)}
     return problems, stats

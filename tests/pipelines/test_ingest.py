@@ -12,7 +12,7 @@ from tensorflow_datasets.proto import tf_example_generated_pb2 as example_pb2
 
 from vlaflow.converters import ConverterOptions
 from vlaflow.pipelines.ingest import IngestConfig, run_ingest
-from vlaflow.pipelines.layout import EPISODES, LEDGER, MANIFEST, QUARANTINE, group_marker
+from vlaflow.pipelines.layout import EPISODES, LEDGER, MANIFEST, QUARANTINE, dataset_file, group_marker
 from vlaflow.pipelines.validate import validate_output
 from vlaflow.schemas import ACTION, Col
 
@@ -36,10 +36,11 @@ def test_fixture_arrives_whole_and_validates(bridge_out):
     assert led["episodes_in"] == led["episodes_out"] == 50 and led["episodes_quarantined"] == 0
     assert led["steps_out"] == 500 and led["balanced"]
     problems, stats = validate_output(str(out), check_images=True)
-    assert problems == [] and stats == {"shards": 2, "episodes": 50, "rows": 500}
+    assert problems == [] and stats == {"shards": 2, "episodes": 50, "rows": 500, "datasets": 1}
     manifest = json.loads((out / MANIFEST).read_text())
     assert {s["split"]: s["episodes"] for s in manifest["shards"]} == {"train": 25, "val": 25}
-    assert manifest["converter"] == "openx_rlds" and manifest["schema_version"]
+    assert manifest["ingests"]["bridge_dataset"]["converter"] == "openx_rlds" and manifest["schema_version"]
+    assert result.manifest["converter"] == "openx_rlds" and result.manifest["shards"] == manifest["shards"]
     for sh in manifest["shards"]:
         pf = pq.ParquetFile(out / sh["path"])
         assert pf.num_row_groups == sh["row_groups"] == 1  # 25 short episodes fit one bounded row group
@@ -133,12 +134,12 @@ def test_resume_after_interruption_is_byte_identical(tmp_path, ray_local):
     assert first.groups_total == 6 and first.groups_skipped == 0
     part = tmp_path / "part"
     run_ingest(cfg(part))
-    # Simulate a crash: one shard was never finished, another half-written, the summary never written.
-    (part / group_marker(1)).unlink()
+    # Simulate a crash: one shard was never finished, another half-written, the summaries never written.
+    (part / group_marker("bridge_dataset", 1)).unlink()
     victim = part / "data/bridge_dataset/train/chunk-000/shard-00002.parquet"
     victim.write_bytes(victim.read_bytes()[:1000])
-    (part / MANIFEST).unlink()
-    (part / LEDGER).unlink()
+    for rel in (MANIFEST, LEDGER, dataset_file("bridge_dataset", MANIFEST), dataset_file("bridge_dataset", LEDGER)):
+        (part / rel).unlink()
     again = run_ingest(cfg(part))
     assert again.groups_skipped == 4
     files_full = sorted(p.relative_to(full) for p in full.rglob("*") if p.is_file())
@@ -180,7 +181,7 @@ def test_output_uri_and_refusing_to_mix_inputs(tmp_path, ray_local):
     result = run_ingest(IngestConfig("openx_rlds", str(a), uri))
     assert result.ledger["episodes_out"] == 6
     assert validate_output(uri)[0] == []
-    with pytest.raises(InputError, match="holds an ingest of a different input"):
+    with pytest.raises(InputError, match="already holds dataset 'bridge_dataset' ingested from a different input"):
         run_ingest(IngestConfig("openx_rlds", str(b), uri))
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vlaflow.pipelines.ingest import IngestConfig, run_ingest
-from vlaflow.pipelines.stats import STATS, STATS_COLUMNS, compute_stats_local, partial_from_table, run_stats
+from vlaflow.pipelines.stats import STATS, STATS_COLUMNS, partial_from_table, run_stats
 from vlaflow.schemas import ACTION, STATE, Col, InputError
 from vlaflow.tokenization.statistics import QUANTILE_KEYS, QUANTILES, StatsAccumulator, StatsSpec, kll_rank_error
 
@@ -84,7 +84,7 @@ def test_stats_job_on_real_output(bridge_out, tmp_path):
     s = _fixed(t, Col.STATE, STATE.width)[:, 13].astype(np.float64)  # arm.gripper (state)
     assert g["state"]["arm.gripper"]["q50"] == [float(np.quantile(s, 0.5))]
     # the in-process pass (one partial per row group) writes the same numbers
-    local = compute_stats_local(str(bridge_out))
+    local = run_stats(str(bridge_out), executor="local", force=True).stats
     assert local["cache_key"] == doc["cache_key"]
     assert_same_stats(local["groups"], doc["groups"])
 
@@ -127,7 +127,7 @@ def test_images_and_raw_vectors_are_never_read(bridge_out, tmp_path):
 
 
 def test_second_run_is_instant_and_reads_nothing(bridge_out, monkeypatch):
-    import ray.data
+    import vlaflow.pipelines.stats as stats_mod
 
     run_stats(str(bridge_out))
     before = (bridge_out / STATS).read_bytes()
@@ -135,7 +135,7 @@ def test_second_run_is_instant_and_reads_nothing(bridge_out, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the cache should have answered")
 
-    monkeypatch.setattr(ray.data, "from_items", boom)
+    monkeypatch.setattr(stats_mod, "run_stage", boom)
     t0 = time.perf_counter()
     res = run_stats(str(bridge_out))
     assert res.cached and time.perf_counter() - t0 < 0.5

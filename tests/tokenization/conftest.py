@@ -15,15 +15,15 @@ CHAT_TEMPLATE = (
 
 
 @pytest.fixture(scope="session")
-def bridge_ingest(bridge_fixture, ray_local, tmp_path_factory):
+def bridge_ingest(bridge_fixture, tmp_path_factory):
     """The real Open-X Bridge fixture through `vlaflow ingest`, and its statistics (in-process pass)."""
     from vlaflow.pipelines.ingest import IngestConfig, run_ingest
-    from vlaflow.pipelines.stats import compute_stats_local
+    from vlaflow.pipelines.stats import run_stats
 
     out = tmp_path_factory.mktemp("tok_bridge_out")
-    result = run_ingest(IngestConfig("openx_rlds", str(bridge_fixture), str(out)))
+    result = run_ingest(IngestConfig("openx_rlds", str(bridge_fixture), str(out), executor="local"))
     assert result.ledger["episodes_out"] == 50
-    return out, compute_stats_local(str(out), write=True)
+    return out, run_stats(str(out), executor="local").stats
 
 
 @pytest.fixture(scope="session")

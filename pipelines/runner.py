@@ -1,0 +1,232 @@
+"""One resumable stage runner for every stage (ingest, stats, and what comes after them).
+
+The contract is datatrove's: a stage is a fixed, deterministic list of tasks; a task does its work and
+its completion marker is written *last*, so a marker's presence means the task's outputs are whole;
+a rerun skips tasks whose marker is there, and the stage's results are read back from the markers
+alone, so a resumed run finishes exactly as an uninterrupted one.
+
+Two executors run the pending tasks: ``LocalExecutor`` in this process (tests, small inputs, debugging)
+and ``RayExecutor`` (one Ray Data read task per stage task: each task streams its own work and yields one
+small row, so memory stays flat however large a task's output). Both write the same bytes.
+"""
+from __future__ import annotations
+
+import abc
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vlaflow.schemas import InputError
+
+from .storage import Output
+
+ProgressFn = Callable[[int, int], None]  # (episodes, steps) done since the last call
+EXECUTORS = ("ray", "local")
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int  # position in the stage: what orders results and names markers
+    marker: str  # relative path of the completion marker
+    sources: tuple = ()  # input files, for Ray's bookkeeping only
+
+
+class Stage(abc.ABC):
+    """A stage is plain, picklable data: Ray ships it to workers and calls ``run_task`` there."""
+
+    name: str  # for messages
+    output_uri: str  # the root its markers live under
+
+    @abc.abstractmethod
+    def tasks(self) -> list[Task]:
+        """Every task of the stage in a deterministic order (done or not)."""
+
+    @abc.abstractmethod
+    def run_task(self, task: Task, progress: ProgressFn) -> dict:
+        """Do the task's work (writing its outputs whole) and return its marker, which the runner writes last."""
+
+    def is_done(self, out: Output, task: Task) -> bool:
+        """A marker is there; stages whose outputs can vanish independently check them too."""
+        return out.exists(task.marker)
+
+
+def execute(stage: Stage, task: Task, progress: ProgressFn) -> dict:
+    marker = stage.run_task(task, progress)
+    Output(stage.output_uri).write_json(task.marker, marker)  # last: its presence means the task is done
+    return marker
+
+
+def pending(stage: Stage) -> list[Task]:
+    out = Output(stage.output_uri)
+    return [t for t in stage.tasks() if not stage.is_done(out, t)]
+
+
+def results(stage: Stage) -> list[dict]:
+    """Every task's marker in task order; a task without one is a stage that has not finished."""
+    out = Output(stage.output_uri)
+    found = []
+    for t in stage.tasks():
+        if not stage.is_done(out, t):
+            raise RuntimeError(f"{stage.name} task {t.id} ({t.marker}) did not complete; re-run to resume")
+        found.append(out.read_json(t.marker))
+    return found
+
+
+class LocalExecutor:
+    """Tasks one after another in this process: no Ray, the same outputs byte for byte."""
+
+    where = "this process (no Ray)"
+
+    def start(self) -> str:
+        return self.where
+
+    def run(self, stage: Stage, tasks: list[Task], on_progress=None) -> None:
+        counts = [0, 0]
+
+        def progress(episodes: int, steps: int) -> None:
+            counts[0] += episodes
+            counts[1] += steps
+
+        for i, t in enumerate(tasks):
+            execute(stage, t, progress)
+            if on_progress:
+                on_progress(counts[0], counts[1], i + 1, len(tasks))
+
+
+class RayExecutor:
+    """One Ray Data read task per stage task (``num_cpus`` each), counted on the driver through a named actor."""
+
+    def __init__(self, num_cpus: int | None = None):
+        self.num_cpus = num_cpus
+        self.where = ""
+
+    def start(self) -> str:
+        from .ray_compat import init_ray
+
+        self.where = self.where or init_ray(self.num_cpus)
+        return self.where
+
+    def run(self, stage: Stage, tasks: list[Task], on_progress=None) -> None:
+        import ray
+
+        from .ray_compat import configure_data_context
+
+        self.start()
+        configure_data_context()
+        actor_name = f"vlaflow-progress-{uuid.uuid4().hex[:8]}"
+        actor = _progress_actor(actor_name) if on_progress else None
+        ds = ray.data.read_datasource(_task_source(stage, tasks, actor_name if actor else None),
+                                      override_num_blocks=len(tasks), num_cpus=1)
+        done: list[dict] = []
+        error: list[BaseException] = []
+
+        def consume():
+            try:
+                done.extend(ds.iter_rows())
+            except BaseException as err:  # surfaced on the driver thread below
+                error.append(err)
+
+        th = threading.Thread(target=consume, daemon=True)
+        th.start()
+        while th.is_alive():
+            th.join(0.25)
+            if actor is not None:
+                try:
+                    e, s = ray.get(actor.get.remote(), timeout=5)
+                    on_progress(e, s, len(done), len(tasks))
+                except Exception:  # progress is best-effort; the run's result is what counts
+                    pass
+        if actor is not None:
+            on_progress(*ray.get(actor.get.remote()), len(tasks), len(tasks))
+            ray.kill(actor)
+        if error:
+            raise error[0]
+
+
+def make_executor(kind: str, num_cpus: int | None = None):
+    if kind == "ray":
+        return RayExecutor(num_cpus)
+    if kind == "local":
+        return LocalExecutor()
+    raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+
+
+def run_stage(stage: Stage, executor, on_progress=None) -> list[dict]:
+    """Run what is pending and return every task's marker (``on_progress(episodes, steps, done, total)``)."""
+    todo = pending(stage)
+    if todo:
+        executor.run(stage, todo, on_progress)
+    return results(stage)
+
+
+def _progress_actor(name: str):
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Progress:
+        def __init__(self):
+            self.episodes = self.steps = 0
+
+        def add(self, episodes, steps):
+            self.episodes += episodes
+            self.steps += steps
+
+        def get(self):
+            return self.episodes, self.steps
+
+    return Progress.options(name=name).remote()
+
+
+class _ActorProgress:
+    """A task's counts, batched to the driver's progress actor twice a second at most."""
+
+    def __init__(self, actor_name: str | None):
+        self.actor = None
+        self.pending = [0, 0]
+        self.last = time.monotonic()
+        if actor_name:
+            import ray
+
+            try:
+                self.actor = ray.get_actor(actor_name)
+            except ValueError:
+                self.actor = None
+
+    def __call__(self, episodes: int, steps: int, force: bool = False) -> None:
+        self.pending[0] += episodes
+        self.pending[1] += steps
+        if self.actor is not None and (force or time.monotonic() - self.last > 0.5):
+            self.actor.add.remote(*self.pending)
+            self.pending = [0, 0]
+            self.last = time.monotonic()
+
+
+def _task_source(stage: Stage, tasks: list[Task], actor_name: str | None):
+    import pyarrow as pa
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    schema = pa.schema([("task", pa.int64())])
+
+    class TaskSource(Datasource):
+        def estimate_inmemory_data_size(self) -> int:
+            return 64 * len(tasks)  # each task yields one small result row
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
+            def read(t: Task):
+                progress = _ActorProgress(actor_name)
+                execute(stage, t, progress)
+                progress(0, 0, force=True)
+                yield pa.table({"task": [t.id]}, schema=schema)
+
+            return [ReadTask(lambda t=t: read(t), BlockMetadata(num_rows=1, size_bytes=64, exec_stats=None,
+                                                                input_files=t.sources), schema=schema)
+                    for t in tasks]
+
+        def get_name(self) -> str:
+            return f"Vlaflow{stage.name.title()}"
+
+    return TaskSource()
+

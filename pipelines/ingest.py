@@ -27,7 +27,7 @@ from .layout import (BATCH_BYTES, BATCH_EPISODES, DEFAULT_TARGET_SHARD_MB, EPISO
                      MIN_SHARD_BYTES, PLAN_MIN_SHARDS, QUARANTINE, dataset_file, embodiment_file, group_marker,
                      plan_marker, spec_file)
 from .metadata import DatasetManifest, GroupMarker, Ledger
-from .plan import Group, pack
+from .groups import Group, pack
 from .runner import ProgressFn, Stage, Task, make_executor, run_stage
 from .shard_writer import ShardWriter
 from .storage import Output
@@ -174,7 +174,7 @@ def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> Gro
 
 
 @dataclass
-class Plan:
+class IngestPlan:
     """Everything decided before any task runs: a bad input fails here, in one line."""
 
     cfg: IngestConfig
@@ -212,7 +212,7 @@ def _write_specs(out: Output, conv: Converter, info) -> tuple[dict, str | None]:
     return {emb.id: rel}, spec_file(info.name) if spec is not None else None
 
 
-def prepare(cfg: IngestConfig) -> Plan:
+def prepare(cfg: IngestConfig) -> IngestPlan:
     if cfg.converter == "auto":
         cfg.converter = sniff_converter(cfg.input)
     executor = make_executor(cfg.executor, cfg.num_cpus)
@@ -245,13 +245,13 @@ def prepare(cfg: IngestConfig) -> Plan:
         out.write_json(marker, fp)
     stage = IngestStage(cfg.converter, cfg.input, cfg.options, cfg.output, info.name, {info.name: info.to_json()},
                         groups, cfg.verify_images)
-    plan = Plan(cfg, conv, stage, [t for t in stage.tasks() if not stage.is_done(out, t)], executor)
+    plan = IngestPlan(cfg, conv, stage, [t for t in stage.tasks() if not stage.is_done(out, t)], executor)
     if plan.pending:
         plan.where = executor.start()
     return plan
 
 
-def run_ingest(cfg: IngestConfig, on_progress=None, plan: Plan | None = None) -> IngestResult:
+def run_ingest(cfg: IngestConfig, on_progress=None, plan: IngestPlan | None = None) -> IngestResult:
     """``on_progress(episodes, steps, groups_done, groups_total)`` is called from the driver."""
     t0 = time.perf_counter()
     plan = plan or prepare(cfg)
@@ -262,7 +262,7 @@ def run_ingest(cfg: IngestConfig, on_progress=None, plan: Plan | None = None) ->
                         time.perf_counter() - t0, warnings, plan.where)
 
 
-def finalize(plan: Plan, markers: list[GroupMarker]) -> tuple[DatasetManifest, Ledger]:
+def finalize(plan: IngestPlan, markers: list[GroupMarker]) -> tuple[DatasetManifest, Ledger]:
     """The dataset's manifest, ledger, quarantine and episodes table from its markers; then the root's."""
     out, cfg, conv, name = Output(plan.cfg.output), plan.cfg, plan.converter, plan.stage.dataset
     led = Ledger()

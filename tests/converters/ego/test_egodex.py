@@ -168,7 +168,7 @@ def test_mp4_storage_and_decord(tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_end_to_end(tmp_path, ray_local):
+def test_ingest_end_to_end(tmp_path):
     from vlaflow.pipelines.ingest import IngestConfig, run_ingest
     from vlaflow.pipelines.validate import validate_output
 
@@ -176,7 +176,7 @@ def test_ingest_end_to_end(tmp_path, ray_local):
         write_egodex_episode(tmp_path / "src" / "part1" / "fold_towel", i, seed=i)
     write_egodex_episode(tmp_path / "src" / "test" / "fold_towel", 0, drop_intrinsic=True)
     res = run_ingest(IngestConfig("egodex", str(tmp_path / "src"), str(tmp_path / "out"),
-                                  ConverterOptions(extra={"storage": "mp4"})))
+                                  ConverterOptions(extra={"storage": "mp4"}), executor="local"))
     led = res.ledger
     assert led["balanced"] and led["episodes_out"] == 3 and led["by_reason"] == {"missing_intrinsics": 1}
     problems, stats = validate_output(str(tmp_path / "out"))

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def ingest(tmp_path, converter, src, **opts):
     out = tmp_path / "out"
-    result = run_ingest(IngestConfig(converter, str(src), str(out), ConverterOptions(extra=opts)))
+    result = run_ingest(IngestConfig(converter, str(src), str(out), ConverterOptions(extra=opts), executor="local"))
     problems, stats = validate_output(str(out), check_images=True)
     assert problems == []
     led = json.loads((out / LEDGER).read_text())
@@ -37,7 +37,7 @@ def table(out):
     return pq.read_table(sorted(out.glob("data/**/*.parquet")))
 
 
-def test_robomimic_ingest(tmp_path, ray_local, sim_fixtures, gen):
+def test_robomimic_ingest(tmp_path, sim_fixtures, gen):
     out, result, led, stats = ingest(tmp_path, "robomimic", gen.ROBOMIMIC_REPLAY)
     assert (led["episodes_out"], led["steps_out"], led["episodes_quarantined"]) == (2, 992, 0)
     manifest = json.loads((out / MANIFEST).read_text())
@@ -52,7 +52,7 @@ def test_robomimic_ingest(tmp_path, ray_local, sim_fixtures, gen):
     assert raw[order].tobytes() == want.tobytes()
 
 
-def test_libero_ingest_quarantines_nan_demo(tmp_path, ray_local, gen):
+def test_libero_ingest_quarantines_nan_demo(tmp_path, gen):
     src = tmp_path / "libero_object" / "pick_up_the_ketchup_and_place_it_in_the_basket_demo.hdf5"
     gen.write_libero(src, demos=(5, 6, 7), nan_in=1, instruction="pick up the ketchup and place it in the basket")
     out, result, led, stats = ingest(tmp_path, "auto", src.parent)
@@ -63,7 +63,7 @@ def test_libero_ingest_quarantines_nan_demo(tmp_path, ray_local, gen):
     assert {e["instruction"] for e in eps} == {"pick up the ketchup and place it in the basket"}
 
 
-def test_robotwin_ingest_with_bad_and_untrusted_episodes(tmp_path, ray_local, gen):
+def test_robotwin_ingest_with_bad_and_untrusted_episodes(tmp_path, gen):
     root = tmp_path / "block_handover"
     gen.write_robotwin2(root / "demo_clean", 3, bad_jpeg_in=2)
     gen.write_robotwin_pickles(root / "demo_clean" / "cache" / "episode9")
@@ -78,7 +78,7 @@ def test_robotwin_ingest_with_bad_and_untrusted_episodes(tmp_path, ray_local, ge
     assert t[Col.ACTION_VALID].to_pylist().count(False) == 2  # one undefined last action per episode
 
 
-def test_maniskill_ingest_auto(tmp_path, ray_local, gen):
+def test_maniskill_ingest_auto(tmp_path, gen):
     gen.write_maniskill(tmp_path / "src", n=3, t=4, short_obs_in=2)
     out, result, led, stats = ingest(tmp_path, "auto", tmp_path / "src")
     assert result.manifest["converter"] == "maniskill"

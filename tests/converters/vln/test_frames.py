@@ -116,7 +116,7 @@ def test_input_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_end_to_end(frames_dir, ray_local, tmp_path):
+def test_ingest_end_to_end(frames_dir, tmp_path):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from vlaflow.pipelines.ingest import IngestConfig, run_ingest
@@ -127,7 +127,7 @@ def test_ingest_end_to_end(frames_dir, ray_local, tmp_path):
     broken = root / entries[1]["video"] / "rgb" / "002.jpg"
     broken.write_bytes(broken.read_bytes()[:30])
     out = tmp_path / "out"
-    led = run_ingest(IngestConfig("vln_frames", str(root), str(out))).ledger
+    led = run_ingest(IngestConfig("vln_frames", str(root), str(out), executor="local")).ledger
     assert led["balanced"] and led["episodes_in"] == 7 and led["episodes_out"] == 5
     assert led["by_reason"] == {"undecodable_image": 2}
     problems, stats = validate_output(str(out), check_images=True)

@@ -199,13 +199,13 @@ def test_plan_splits_a_large_file_into_slices(r2r_dir):
 
 
 @pytest.mark.slow
-def test_ingest_end_to_end(r2r_dir, ray_local, tmp_path):
+def test_ingest_end_to_end(r2r_dir, tmp_path):
     import pyarrow.parquet as pq
     from vlaflow.pipelines.ingest import IngestConfig, run_ingest
     from vlaflow.pipelines.validate import validate_output
 
     out = tmp_path / "out"
-    result = run_ingest(IngestConfig("r2r", str(r2r_dir), str(out)))
+    result = run_ingest(IngestConfig("r2r", str(r2r_dir), str(out), executor="local"))
     led = result.ledger
     assert led["balanced"] and led["episodes_in"] == 1021 and led["episodes_out"] == 84
     assert led["episodes_quarantined"] == 937 and led["by_reason"] == {"missing_connectivity": 937}

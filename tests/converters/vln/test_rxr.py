@@ -113,13 +113,13 @@ def test_bad_lines_and_bad_gzip(rxr_dir, r2r_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_end_to_end(rxr_dir, ray_local, tmp_path):
+def test_ingest_end_to_end(rxr_dir, tmp_path):
     import pyarrow.parquet as pq
     from vlaflow.pipelines.ingest import IngestConfig, run_ingest
     from vlaflow.pipelines.validate import validate_output
 
     out = tmp_path / "out"
-    led = run_ingest(IngestConfig("rxr", str(rxr_dir), str(out))).ledger
+    led = run_ingest(IngestConfig("rxr", str(rxr_dir), str(out), executor="local")).ledger
     assert led["balanced"] and led["episodes_out"] == 12 and led["episodes_quarantined"] == 0
     problems, _ = validate_output(str(out))
     assert problems == []

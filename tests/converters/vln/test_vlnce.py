@@ -217,7 +217,7 @@ def test_layouts_and_options(vlnce_split, tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_end_to_end(vlnce_split, ray_local, tmp_path):
+def test_ingest_end_to_end(vlnce_split, tmp_path):
     import time
 
     from vlaflow.pipelines.ingest import IngestConfig, run_ingest
@@ -229,7 +229,7 @@ def test_ingest_end_to_end(vlnce_split, ray_local, tmp_path):
     rate = n / (time.perf_counter() - t0)
     print(f"\nvlnce converter.read: {n} episodes at {rate:.0f} episodes/s")
     out = tmp_path / "out"
-    led = run_ingest(IngestConfig("vlnce", str(vlnce_split), str(out))).ledger
+    led = run_ingest(IngestConfig("vlnce", str(vlnce_split), str(out), executor="local")).ledger
     assert led["balanced"] and led["episodes_out"] == 778 and led["episodes_quarantined"] == 0
     problems, stats = validate_output(str(out))
     assert problems == [] and stats["episodes"] == 778

@@ -21,6 +21,7 @@ from vlaflow.converters import load as load_converter
 from vlaflow.converters import sniff as sniff_converter
 from vlaflow.schemas import (SCHEMA_VERSION, Episode, EpisodeError, InputError, episode_row, episodes_table,
                              episodes_to_table, schema_metadata, step_schema, validate_episode)
+from vlaflow.schemas.invariants import check_step_table
 
 from .corpus import parquet_bytes, rebuild_root
 from .layout import (BATCH_BYTES, BATCH_EPISODES, DEFAULT_TARGET_SHARD_MB, EPISODES, LEDGER, MANIFEST,
@@ -126,7 +127,12 @@ def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> Gro
             for role, clip in ep.videos.items():
                 if clip.data is not None:
                     ep.videos[role] = writer.videos.append(role, clip)
-        writer.add(episodes_to_table(batch, schema), len(batch))
+        table = episodes_to_table(batch, schema)
+        problems = check_step_table(table)  # the invariants `vlaflow validate` re-checks, on what is written
+        if problems:
+            raise RuntimeError(f"{group.shard}: converter {stage.converter} produced rows that break the schema's "
+                               f"invariants: {problems[0].message}")
+        writer.add(table, len(batch))
         batch.clear()
         batch_bytes = 0
 

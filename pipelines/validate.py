@@ -12,9 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlaflow.schemas import (ACTION, SCHEMA_VERSION, STATE, Col, EpCol, UndecodableImage, check_image_bytes,
-                             read_schema_metadata, step_schema)
-from vlaflow.schemas.columns import CAMERA_ROLES, TASK_FAMILIES
+from vlaflow.schemas import (SCHEMA_VERSION, Col, EpCol, UndecodableImage, check_image_bytes, read_schema_metadata,
+                             step_schema)
+from vlaflow.schemas.columns import CAMERA_ROLES
+from vlaflow.schemas.invariants import check_step_table, episode_starts
 from vlaflow.schemas.conventions import parse_fps
 
 from .corpus import Corpus
@@ -27,27 +28,9 @@ _COLUMNS = [Col.DATASET, Col.EPISODE_ID, Col.STEP_INDEX, Col.TIMESTAMP_NS, Col.T
             Col.ACTION_VALID, Col.STATE, Col.STATE_MASK, Col.TRAJECTORY, Col.TRAJECTORY_MASK, Col.VIDEOS]
 
 
-def _fixed(col: pa.ChunkedArray, width: int) -> np.ndarray:
-    arr = col.combine_chunks()
-    return arr.values.to_numpy(zero_copy_only=False).reshape(-1, width)
-
-
-def _check_trajectory_and_videos(table: pa.Table, name: str, videos: dict[str, int]) -> list[str]:
-    """Masked trajectory values are 0, used ones finite; every frame reference points into a listed MP4."""
+def _check_videos(table: pa.Table, name: str, videos: dict[str, int]) -> list[str]:
+    """Every frame reference points into an MP4 of this shard, within its frames."""
     problems = []
-    traj = table[Col.TRAJECTORY].combine_chunks()
-    if traj.null_count < len(traj):
-        tmask = table[Col.TRAJECTORY_MASK].combine_chunks()
-        present = traj.is_valid().to_numpy(zero_copy_only=False)
-        if not np.array_equal(present, tmask.is_valid().to_numpy(zero_copy_only=False)):
-            problems.append(f"{name}: trajectory and trajectory_mask are null on different rows")
-        else:
-            v = traj.filter(traj.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False)
-            m = tmask.filter(tmask.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False)
-            if np.any(v[~m] != 0):
-                problems.append(f"{name}: trajectory has non-zero values where masked out")
-            if np.any(~np.isfinite(v[m])):
-                problems.append(f"{name}: trajectory has non-finite values where used")
     refs = table[Col.VIDEOS].combine_chunks()
     for role in CAMERA_ROLES:
         r = refs.field(role)
@@ -76,12 +59,9 @@ def _check_shard(table: pa.Table, name: str, expected_prompts: dict, known_embod
     lengths: Counter = Counter()
     if n == 0:
         return [f"{name}: empty shard"], lengths, episode_rg
-    step = table[Col.STEP_INDEX].to_numpy()
-    change = np.r_[True, ids[1:] != ids[:-1]]
+    change = episode_starts(ids)
     starts = np.nonzero(change)[0]
     run_ids = ids[starts]
-    if len(set(run_ids)) != len(run_ids):
-        problems.append(f"{name}: an episode's steps are not contiguous")
     run_len = np.diff(np.r_[starts, n])
     for eid, ln in zip(run_ids, run_len):
         lengths[eid] += int(ln)
@@ -91,37 +71,7 @@ def _check_shard(table: pa.Table, name: str, expected_prompts: dict, known_embod
         if np.any(first_rg != last_rg):
             problems.append(f"{name}: an episode is split across row groups")
         episode_rg = dict(zip(run_ids.tolist(), first_rg.tolist()))
-    expected_step = np.arange(n) - np.repeat(starts, run_len)
-    if not np.array_equal(step, expected_step):
-        bad = int(np.nonzero(step != expected_step)[0][0])
-        problems.append(f"{name}: step_index not 0..T-1 in episode {ids[bad]} (row {bad})")
-    first = table[Col.IS_FIRST].to_numpy(zero_copy_only=False)
-    last = table[Col.IS_LAST].to_numpy(zero_copy_only=False)
-    if not np.array_equal(first, change):
-        problems.append(f"{name}: is_first not exactly on each episode's first step")
-    ends = np.r_[ids[1:] != ids[:-1], True]
-    if not np.array_equal(last, ends):
-        problems.append(f"{name}: is_last not exactly on each episode's last step")
-    term = table[Col.IS_TERMINAL].to_numpy(zero_copy_only=False)
-    if np.any(term & ~ends):
-        problems.append(f"{name}: is_terminal set before an episode's last step")
-    ts = table[Col.TIMESTAMP_NS].to_numpy()
-    if np.any((np.diff(ts) <= 0) & ~change[1:]):
-        problems.append(f"{name}: timestamp_ns not strictly increasing within an episode")
-    valid = table[Col.ACTION_VALID].to_numpy(zero_copy_only=False)
-    for col, mcol, layout in ((Col.ACTION, Col.ACTION_MASK, ACTION), (Col.STATE, Col.STATE_MASK, STATE)):
-        vals = _fixed(table[col], layout.width)
-        mask = _fixed(table[mcol], layout.width)
-        if np.any(vals[~mask] != 0):
-            problems.append(f"{name}: {col} has non-zero values in masked-out slots")
-        rows = vals[valid] if col == Col.ACTION else vals
-        rmask = mask[valid] if col == Col.ACTION else mask
-        if np.any(~np.isfinite(rows) & rmask):
-            problems.append(f"{name}: {col} has non-finite values in used slots")
-    for col, allowed in ((Col.TASK_FAMILY, TASK_FAMILIES),):
-        bad = set(table[col].combine_chunks().dictionary_decode().unique().to_pylist()) - set(allowed)
-        if bad:
-            problems.append(f"{name}: {col} values {sorted(bad)} not in {allowed}")
+    problems += [f"{name}: {p.message}" for p in check_step_table(table)]
     pairs = pa.table({"d": table[Col.DATASET].cast(pa.string()), "e": table[Col.EMBODIMENT].cast(pa.string()),
                       "p": table[Col.EMBODIMENT_PROMPT].cast(pa.string())}).group_by(["d", "e", "p"]).aggregate([])
     for d, e, p in zip(*(pairs[c].to_pylist() for c in ("d", "e", "p"))):
@@ -130,7 +80,7 @@ def _check_shard(table: pa.Table, name: str, expected_prompts: dict, known_embod
             problems.append(f"{name}: embodiment {e!r} is neither built in nor among the specs in the output's meta/")
         elif want is not None and want != p:
             problems.append(f"{name}: embodiment_prompt of {d}/{e} differs from the registry's rendering")
-    problems += _check_trajectory_and_videos(table, name, videos or {})
+    problems += _check_videos(table, name, videos or {})
     return problems, lengths, episode_rg
 
 

@@ -1,9 +1,10 @@
-"""Invariants of one episode, checked before it is written (and again by ``vlaflow validate``)."""
+"""One episode checked before it is written: shapes and encodings here, the step invariants (shared with
+``vlaflow validate``) in ``invariants.py``."""
 from __future__ import annotations
 
 import numpy as np
 
-from .columns import CAMERA_ROLES, TASK_FAMILIES
+from .columns import CAMERA_ROLES
 from .episode import Episode
 from .errors import (
     FeatureMismatch,
@@ -11,6 +12,7 @@ from .errors import (
     NonFiniteValue,
     UndecodableImage,
 )
+from .invariants import NON_FINITE, Problem, masked_values, sequencing, task_family, trajectory_values
 from .slots import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY
 
 _JPEG_SOI, _PNG_SIG = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
@@ -45,47 +47,32 @@ def decode_image(data: bytes, where: str):
         raise UndecodableImage(f"{where}: {type(err).__name__}: {err}") from None
 
 
+def _raise_first(eid: str, problems: list[Problem]) -> None:
+    if problems:
+        p = problems[0]
+        raise (NonFiniteValue if p.code == NON_FINITE else InvariantViolation)(f"{eid}: {p.message}")
+
+
 def validate_episode(ep: Episode, *, verify_images: bool = False) -> None:
+    """Shapes, then the step invariants of ``invariants.py``: the first problem is the quarantine reason."""
     t = ep.length
     eid = ep.episode_id
     if t < 1:
         raise InvariantViolation(f"{eid}: episode has no steps")
-    if ep.task_family not in TASK_FAMILIES:
-        raise InvariantViolation(f"{eid}: task_family {ep.task_family!r} not in {TASK_FAMILIES}")
+    _raise_first(eid, task_family([ep.task_family]))
     for name, arr, width in (("action", ep.action, ACTION.width), ("state", ep.state, STATE.width)):
         if arr.shape != (t, width):
             raise FeatureMismatch(f"{eid}: {name} has shape {arr.shape}, expected {(t, width)}")
     for name, arr in (("action_raw", ep.action_raw), ("state_raw", ep.state_raw)):
         if arr.ndim != 2 or arr.shape[0] != t:
             raise FeatureMismatch(f"{eid}: {name} has shape {arr.shape}, expected ({t}, k)")
-    for name in ("is_first", "is_last", "is_terminal", "action_valid"):
+    for name in ("is_first", "is_last", "is_terminal", "action_valid", "timestamp_ns"):
         if np.shape(getattr(ep, name)) != (t,):
             raise FeatureMismatch(f"{eid}: {name} has length {len(getattr(ep, name))}, expected {t}")
-    ts = np.asarray(ep.timestamp_ns)
-    if ts.dtype != np.int64 or ts.shape != (t,):
-        raise InvariantViolation(f"{eid}: timestamp_ns must be int64 [{t}]")
-    if t > 1 and not np.all(np.diff(ts) > 0):
-        raise InvariantViolation(f"{eid}: timestamp_ns not strictly increasing")
-    first, last = np.asarray(ep.is_first, bool), np.asarray(ep.is_last, bool)
-    if not first[0] or first[1:].any():
-        raise InvariantViolation(f"{eid}: is_first must be set on step 0 only")
-    if not last[-1] or last[:-1].any():
-        raise InvariantViolation(f"{eid}: is_last must be set on the final step only")
-    if np.asarray(ep.is_terminal, bool)[:-1].any():
-        raise InvariantViolation(f"{eid}: is_terminal set before the final step")
+    _raise_first(eid, sequencing(np.zeros(t, np.int8), ep.is_first, ep.is_last, ep.is_terminal, ep.timestamp_ns))
     valid = np.asarray(ep.action_valid, bool)
-    for name, arr, mask in (("action", ep.action, ep.action_mask), ("state", ep.state, ep.state_mask)):
-        m = np.broadcast_to(mask, arr.shape)
-        if np.any(arr[~m] != 0):
-            raise InvariantViolation(f"{eid}: {name} has non-zero values in masked-out slots")
-        rows = arr[valid] if name == "action" else arr
-        rmask = m[valid] if name == "action" else m
-        bad = ~np.isfinite(rows) & rmask
-        if bad.any():
-            step = int(np.nonzero(bad.any(axis=1))[0][0])
-            names = (ACTION if name == "action" else STATE).value_names()
-            col = names[int(np.nonzero(bad[step])[0][0])]
-            raise NonFiniteValue(f"{eid}: non-finite {name} value in {col} at step {step}")
+    _raise_first(eid, masked_values("action", ep.action, ep.action_mask, ACTION, valid)
+                 + masked_values("state", ep.state, ep.state_mask, STATE))
     raw_bad = ~np.isfinite(ep.action_raw[valid])
     if raw_bad.any():
         step = int(np.nonzero(raw_bad.any(axis=1))[0][0])
@@ -96,13 +83,7 @@ def validate_episode(ep: Episode, *, verify_images: bool = False) -> None:
         if traj.shape != shape or tmask.shape != shape:
             raise FeatureMismatch(f"{eid}: trajectory / trajectory_mask have shapes {traj.shape} / {tmask.shape}, "
                                   f"expected {shape}")
-        if np.any(traj[~tmask] != 0):
-            raise InvariantViolation(f"{eid}: trajectory has non-zero values where masked out")
-        bad = ~np.isfinite(traj) & tmask
-        if bad.any():
-            step, k, j = (int(x[0]) for x in np.nonzero(bad))
-            raise NonFiniteValue(f"{eid}: non-finite trajectory value {TRAJECTORY.value_names()[j]} at step {step}, "
-                                 f"horizon {k}")
+        _raise_first(eid, trajectory_values(traj, tmask))
     for role, clip in ep.videos.items():
         if role not in CAMERA_ROLES:
             raise InvariantViolation(f"{eid}: unknown camera role {role!r}")

@@ -237,3 +237,30 @@ def test_epic_with_frames_root_flag_and_auto_detection(tmp_path):
     led = json.loads((tmp_path / "out/meta/ledger.json").read_text())
     assert (led["episodes_out"], led["by_reason"]) == (1, {"missing_frames": 1})
     assert run("validate", tmp_path / "out").returncode == 0
+
+
+def test_two_families_in_one_corpus_root_through_the_cli(tmp_path):
+    """Open-X (Ray) and EgoDex (in-process) into one root; stats per dataset and merged per embodiment."""
+    from vlaflow.converters.ego.egodex_synth import write_egodex_episode
+
+    r = run("sample-rlds", tmp_path / "src", "--episodes", "4", "--steps", "5", "--shards", "1")
+    src = Path(r.stdout.strip())
+    for i in range(2):
+        write_egodex_episode(tmp_path / "ego" / "part1" / "fold_towel", i, n_frames=12, width=64, height=48, seed=i)
+    root = tmp_path / "corpus"
+    r = run("ingest", "--converter", "openx_rlds", "--input", src, "--output", root, "--num-cpus", 2)
+    assert r.returncode == 0, r.stderr
+    r = run("ingest", "--converter", "egodex", "--input", tmp_path / "ego", "--output", root, "--executor", "local")
+    assert r.returncode == 0 and "on this process (no Ray)" in r.stderr, r.stderr
+    r = run("validate", root)
+    assert r.returncode == 0 and "10 episodes" in r.stderr, r.stderr
+    r = run("corpus", root)
+    assert r.returncode == 0 and "bridge_dataset" in r.stdout and "egocentric" in r.stdout
+    r = run("stats", root, "--executor", "local")
+    assert r.returncode == 0, r.stderr
+    assert "bridge_dataset/widowx_250" in r.stderr and "egodex/human_hands" in r.stderr
+    assert "merged per embodiment" in r.stderr
+    doc = json.loads((root / "meta/stats.json").read_text())
+    assert set(doc["embodiments"]) == {"widowx_250", "human_hands"} and (root / "meta/stats/partials.bin").exists()
+    r = run("stats", root, "--executor", "spark")
+    assert r.returncode == 2 and "--executor must be one of" in r.stderr and "Traceback" not in r.stderr

@@ -1,23 +1,29 @@
 """Dataset specs (YAML) and the one function that applies them to an episode's step arrays.
 
 A spec says, as data, which source key fills which named slot, through which named transforms
-(``transforms.TRANSFORMS``) and from which rotation representation. Shared by every converter
-whose sources are arrays keyed by name (RLDS, HDF5 sim logs).
+(``transforms.transform_table``) and from which rotation representation. Shared by every converter
+whose sources are arrays keyed by name (RLDS, HDF5 sim logs). A user's ``--spec`` is read once on the
+driver (``load_spec_file``) and travels to workers as a plain dict; ``spec_to_dict`` writes the spec a
+converter actually used back as such a dict.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from vlaflow.schemas import ACTION, STATE, FeatureMismatch, SpecError, parse_fps
 from vlaflow.schemas.columns import CAMERA_ROLES, TASK_FAMILIES
+from vlaflow.schemas.embodiment import read_yaml
 from vlaflow.schemas.rotations import REPRS, to_rotvec
 
-from .transforms import TRANSFORMS
+from .transforms import transform_table
+
+_KEYS = ("dataset", "embodiment", "task_family", "fps", "license", "cameras", "image_transform", "instruction",
+         "language", "conventions", "derive", "action", "state", "state_raw_keys", "notes")
 
 _ROT_WIDTH = {"rotvec": 3, "euler_xyz": 3, "quat_xyzw": 4, "quat_wxyz": 4}
 
@@ -68,74 +74,140 @@ class DatasetSpec:
 def _index(v, where: str) -> tuple[int, int] | None:
     if v is None:
         return None
-    if isinstance(v, int):
+    if isinstance(v, int) and not isinstance(v, bool):
         return (v, v + 1)
     if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(i, int) for i in v):
         return (int(v[0]), int(v[1]))
     raise SpecError(f"{where}: index must be an int or [start, stop], got {v!r}")
 
 
-def _slot_maps(entries, layout, where) -> list[SlotMap]:
+def _mapping(d: dict, key: str, source: str) -> dict:
+    v = d.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise SpecError(f"{source}: {key}: expected a mapping, got {v!r:.60}")
+    return v
+
+
+def _entries(d: dict, key: str, source: str, needs: tuple[str, ...]) -> list[dict]:
+    v = d.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise SpecError(f"{source}: {key}: expected a list, got {v!r:.60}")
+    for i, e in enumerate(v):
+        missing = [k for k in needs if not isinstance(e, dict) or not isinstance(e.get(k), str)]
+        if missing:
+            raise SpecError(f"{source}: {key}[{i}]: needs {' and '.join(repr(k) for k in needs)} (strings); "
+                            f"missing or not a string: {missing[0]!r}")
+    return v
+
+
+def _slot_maps(entries: list[dict], layout, where: str) -> list[SlotMap]:
     out = []
-    for i, e in enumerate(entries or []):
+    for i, e in enumerate(entries):
         w = f"{where}[{i}]"
-        if not isinstance(e, dict) or "slot" not in e or "key" not in e:
-            raise SpecError(f"{w}: needs 'slot' and 'key'")
         if e["slot"] not in layout:
             raise SpecError(f"{w}: unknown {layout.kind} slot {e['slot']!r}")
         rot = e.get("rotation")
         if rot is not None and rot not in REPRS:
             raise SpecError(f"{w}: rotation {rot!r} not in {REPRS}")
-        out.append(SlotMap(e["slot"], e["key"], _index(e.get("index"), w), rot, int(e.get("offset", 0))))
+        offset = e.get("offset", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise SpecError(f"{w}: offset must be a non-negative int, got {offset!r}")
+        out.append(SlotMap(e["slot"], e["key"], _index(e.get("index"), w), rot, offset))
     return out
 
 
 def spec_from_dict(d: dict, source: str = "<dict>") -> DatasetSpec:
-    if not isinstance(d, dict) or "dataset" not in d or "embodiment" not in d:
-        raise SpecError(f"{source}: a dataset spec needs 'dataset' and 'embodiment'")
-    unknown = set(d) - {"dataset", "embodiment", "task_family", "fps", "license", "cameras",
-                        "image_transform", "instruction", "language", "conventions", "derive",
-                        "action", "state", "state_raw_keys", "notes"}
+    """Parse and check a dataset spec; every error is one line naming ``source`` and the key."""
+    if not isinstance(d, dict):
+        raise SpecError(f"{source}: a dataset spec must be a mapping of keys, got {d!r:.60}")
+    for k in ("dataset", "embodiment"):
+        if not isinstance(d.get(k), str) or not d[k]:
+            raise SpecError(f"{source}: {k}: missing or not a string (a dataset spec needs 'dataset' and "
+                            "'embodiment')")
+    unknown = sorted(set(d) - set(_KEYS), key=str)
     if unknown:
-        raise SpecError(f"{source}: unknown keys {sorted(unknown)}")
+        raise SpecError(f"{source}: {unknown[0]}: unknown key (known: {', '.join(_KEYS)})")
     fam = d.get("task_family", "manipulation")
     if fam not in TASK_FAMILIES:
-        raise SpecError(f"{source}: task_family {fam!r} not in {TASK_FAMILIES}")
-    cams = d.get("cameras") or {}
-    for role in cams:
+        raise SpecError(f"{source}: task_family: {fam!r} not in {TASK_FAMILIES}")
+    try:
+        fps = parse_fps(d.get("fps", 10))
+    except (ValueError, TypeError, ZeroDivisionError, IndexError, SpecError) as err:
+        raise SpecError(f"{source}: fps: {err}") from None
+    cams = _mapping(d, "cameras", source)
+    for role, key in cams.items():
         if role not in CAMERA_ROLES:
-            raise SpecError(f"{source}: unknown camera role {role!r}; roles: {CAMERA_ROLES}")
+            raise SpecError(f"{source}: cameras: unknown camera role {role!r}; roles: {CAMERA_ROLES}")
+        if not isinstance(key, str):
+            raise SpecError(f"{source}: cameras.{role}: expected a source key (string), got {key!r:.60}")
+    table = transform_table()
     derive = []
-    for i, e in enumerate(d.get("derive") or []):
-        if e.get("fn") not in TRANSFORMS:
-            raise SpecError(f"{source}: derive[{i}]: unknown transform {e.get('fn')!r}; "
-                            f"known: {sorted(TRANSFORMS)}")
-        derive.append(Derive(e["out"], e["fn"], e["input"], _index(e.get("index"), source),
-                             dict(e.get("params") or {})))
-    instr = d.get("instruction") or {}
+    for i, e in enumerate(_entries(d, "derive", source, ("out", "fn", "input"))):
+        if e["fn"] not in table:
+            raise SpecError(f"{source}: derive[{i}].fn: unknown transform {e['fn']!r}; known: {sorted(table)}")
+        params = e.get("params") or {}
+        if not isinstance(params, dict):
+            raise SpecError(f"{source}: derive[{i}].params: expected a mapping, got {params!r:.60}")
+        derive.append(Derive(e["out"], e["fn"], e["input"], _index(e.get("index"), f"{source}: derive[{i}]"),
+                             dict(params)))
+    instr = _mapping(d, "instruction", source)
+    keys = instr.get("keys") or []
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise SpecError(f"{source}: instruction.keys: expected a list of source keys, got {keys!r:.60}")
     if instr.get("encoding", "utf8") not in ("utf8", "codepoints"):
-        raise SpecError(f"{source}: instruction.encoding must be utf8 or codepoints")
+        raise SpecError(f"{source}: instruction.encoding: must be utf8 or codepoints")
+    raw_keys = d.get("state_raw_keys")
+    if raw_keys is not None and (not isinstance(raw_keys, list) or not all(isinstance(k, str) for k in raw_keys)):
+        raise SpecError(f"{source}: state_raw_keys: expected a list of source keys, got {raw_keys!r:.60}")
     notes = d.get("notes") or []
     return DatasetSpec(
-        dataset=d["dataset"], embodiment=d["embodiment"], task_family=fam,
-        fps=parse_fps(d.get("fps", 10)), license=str(d.get("license", "unknown")), cameras=dict(cams),
+        dataset=d["dataset"], embodiment=d["embodiment"], task_family=fam, fps=fps,
+        license=str(d.get("license", "unknown")), cameras=dict(cams),
         image_transform=str(d.get("image_transform", "none")),
-        instruction_keys=list(instr.get("keys", [])), instruction_encoding=instr.get("encoding", "utf8"),
-        language=str(d.get("language", "en")), conventions=dict(d.get("conventions") or {}),
-        derive=derive, action=_slot_maps(d.get("action"), ACTION, f"{source}: action"),
-        state=_slot_maps(d.get("state"), STATE, f"{source}: state"),
-        state_raw_keys=d.get("state_raw_keys"), notes=[notes] if isinstance(notes, str) else list(notes),
+        instruction_keys=list(keys), instruction_encoding=instr.get("encoding", "utf8"),
+        language=str(d.get("language", "en")), conventions=dict(_mapping(d, "conventions", source)),
+        derive=derive,
+        action=_slot_maps(_entries(d, "action", source, ("slot", "key")), ACTION, f"{source}: action"),
+        state=_slot_maps(_entries(d, "state", source, ("slot", "key")), STATE, f"{source}: state"),
+        state_raw_keys=raw_keys, notes=[notes] if isinstance(notes, str) else list(notes),
         source=source,
     )
 
 
+def spec_to_dict(spec: DatasetSpec) -> dict:
+    """Plain data (YAML-safe) that ``spec_from_dict`` reads back into an equal spec."""
+    def index(ix):
+        return {} if ix is None else {"index": list(ix)}
+
+    def slot_map(m: SlotMap) -> dict:
+        return {"slot": m.slot, "key": m.key, **index(m.index), **({"rotation": m.rotation} if m.rotation else {}),
+                **({"offset": m.offset} if m.offset else {})}
+
+    d = {"dataset": spec.dataset, "embodiment": spec.embodiment, "task_family": spec.task_family,
+         "fps": spec.fps.numerator if spec.fps.denominator == 1 else str(spec.fps), "license": spec.license,
+         "cameras": dict(spec.cameras), "image_transform": spec.image_transform,
+         "instruction": {"keys": list(spec.instruction_keys), "encoding": spec.instruction_encoding},
+         "language": spec.language, "conventions": copy.deepcopy(spec.conventions),
+         "derive": [{"out": x.out, "fn": x.fn, "input": x.input, **index(x.index),
+                     **({"params": copy.deepcopy(x.params)} if x.params else {})} for x in spec.derive],
+         "action": [slot_map(m) for m in spec.action], "state": [slot_map(m) for m in spec.state],
+         "notes": list(spec.notes)}
+    if spec.state_raw_keys is not None:
+        d["state_raw_keys"] = list(spec.state_raw_keys)
+    return d
+
+
 def load_spec(path: str | Path) -> DatasetSpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise SpecError(f"{path}: cannot read dataset spec ({err})") from None
-    return spec_from_dict(data, source=str(path))
+    return spec_from_dict(read_yaml(path, "dataset spec"), source=str(path))
+
+
+def load_spec_file(path: str | Path) -> dict:
+    """A user's ``--spec`` YAML, checked here (one-line errors) and returned as plain data for workers."""
+    return spec_to_dict(load_spec(path))
 
 
 def load_spec_dir(path: str | Path) -> dict[str, DatasetSpec]:
@@ -166,7 +238,7 @@ def derive_keys(steps: dict[str, np.ndarray], spec: DatasetSpec, t: int) -> dict
     steps = dict(steps)
     for d in spec.derive:
         x = _take(steps, d.input, d.index, t, f"{spec.dataset}: derive {d.out}")
-        steps[d.out] = np.asarray(TRANSFORMS[d.fn](x, **d.params)).reshape(t, -1)
+        steps[d.out] = np.asarray(transform_table()[d.fn](x, **d.params)).reshape(t, -1)
     return steps
 
 
@@ -193,7 +265,7 @@ def fill_slots(steps: dict[str, np.ndarray], maps: list[SlotMap], layout, t: int
 
 def last_action_invalid(spec: DatasetSpec) -> bool:
     """True when a derive step (e.g. relabel_from_state) leaves the final action undefined."""
-    used = {d.out for d in spec.derive if getattr(TRANSFORMS[d.fn], "invalidates_last", False)}
+    used = {d.out for d in spec.derive if getattr(transform_table()[d.fn], "invalidates_last", False)}
     return any(m.key in used for m in spec.action)
 
 

@@ -2,20 +2,17 @@
 
 Per-dataset standardization is data (a YAML spec); these few functions are the only code. Each
 takes a [T] or [T, k] array over one episode's steps and returns an array of the same length.
+``transform_table`` lists every one of them (the simulation ones from ``sim/transforms.py`` too)
+in one place, so a spec may name any transform whatever was imported before.
 """
 from __future__ import annotations
 
 import io
-from typing import Callable
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 import numpy as np
-
-TRANSFORMS: dict[str, Callable[..., np.ndarray]] = {}
-
-
-def transform(fn):
-    TRANSFORMS[fn.__name__] = fn
-    return fn
 
 
 def _col(x: np.ndarray) -> np.ndarray:
@@ -23,7 +20,6 @@ def _col(x: np.ndarray) -> np.ndarray:
     return x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x
 
 
-@transform
 def binarize_gripper(x, open_above: float = 0.95, closed_below: float = 0.05) -> np.ndarray:
     """Continuous gripper (1 = open) → {0, 1}; in-between values take the next settled value.
 
@@ -42,7 +38,6 @@ def binarize_gripper(x, open_above: float = 0.95, closed_below: float = 0.05) ->
     return out
 
 
-@transform
 def rel2abs_gripper(x) -> np.ndarray:
     """Relative gripper events (+1 close, -1 open, 0 hold) → absolute state, 1 = open.
 
@@ -61,34 +56,28 @@ def rel2abs_gripper(x) -> np.ndarray:
     return out / 2 + 0.5
 
 
-@transform
 def invert_gripper(x) -> np.ndarray:
     """1 - x: for sources where 1 = closed."""
     return 1.0 - _col(x)
 
 
-@transform
 def clip01(x) -> np.ndarray:
     return np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
 
 
-@transform
 def signed_to_unit(x) -> np.ndarray:
     """[-1, 1] → [0, 1] (e.g. -1 = closed, +1 = open)."""
     return (np.asarray(x, dtype=np.float64) + 1.0) / 2.0
 
 
-@transform
 def bool_to_float(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-@transform
 def scale(x, factor: float = 1.0) -> np.ndarray:
     return np.asarray(x, dtype=np.float64) * factor
 
 
-@transform
 def relabel_from_state(x) -> np.ndarray:
     """Action as the state actually reached: a[t] = s[t+1] - s[t]; the last step has no next
     state, so it is zero (and marked invalid by the RLDS last-step rule)."""
@@ -99,6 +88,21 @@ def relabel_from_state(x) -> np.ndarray:
 
 
 relabel_from_state.invalidates_last = True  # the pipeline marks the last action invalid
+
+
+@lru_cache(maxsize=1)
+def transform_table() -> Mapping[str, Callable[..., np.ndarray]]:
+    """name -> function for every transform a spec may name.
+
+    Built on first use: the sim functions live in the ``sim`` package, whose converters import this
+    module, so importing them at the top would be circular.
+    """
+    from .sim import transforms as sim
+
+    fns = (binarize_gripper, rel2abs_gripper, invert_gripper, clip01, signed_to_unit, bool_to_float, scale,
+           relabel_from_state, sim.osc_scale, sim.sign_gripper, sim.finger_opening, sim.clip_range, sim.next_step,
+           sim.maniskill3_ee_delta_rot, sim.norm_clip_scale)
+    return MappingProxyType({fn.__name__: fn for fn in fns})
 
 
 def codepoints_to_text(codes: np.ndarray) -> str:

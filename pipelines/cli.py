@@ -36,7 +36,7 @@ def ingest(
     output: str = typer.Option(..., help="output folder or URI"),
     split: str | None = typer.Option(None, help="comma-separated splits (default: all)"),
     spec: str | None = typer.Option(None, help="dataset spec YAML overriding the built-in one"),
-    embodiment: list[str] = typer.Option([], help="extra embodiment YAML file(s) to register"),
+    embodiment: list[str] = typer.Option([], help="your embodiment spec YAML (repeatable; a folder = its *.yaml)"),
     target_shard_mb: float = typer.Option(256, help="target shard size in MB (packed by source bytes)"),
     num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance"),
     verify_images: bool = typer.Option(False, help="fully decode every image (slower)"),
@@ -51,14 +51,13 @@ def ingest(
 
     Several ingests (different datasets, converters, families) may share one --output."""
     from vlaflow.converters import ConverterOptions
-    from vlaflow.schemas import InputError, register_embodiment_file
+    from vlaflow.schemas import InputError, load_embodiment_files
 
     from .ingest import IngestConfig, prepare, run_ingest
 
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
-        for path in embodiment:
-            register_embodiment_file(path)
+        embodiments = load_embodiment_files(embodiment)  # parsed here; the dicts travel to every worker
         extra = {}
         for item in opt:
             key, sep, value = item.partition("=")
@@ -68,8 +67,9 @@ def ingest(
         for key, value in (("connectivity", connectivity), ("frames", frames_root), ("videos", videos_root)):
             if value:
                 extra[key] = value
-        cfg = IngestConfig(converter, input, output, ConverterOptions(split=split, spec_file=spec, extra=extra),
-                           target_shard_mb, num_cpus, verify_images, executor)
+        # The options read --spec here (ConverterOptions.spec) and carry both specs to the workers as data.
+        options = ConverterOptions(split=split, spec_file=spec, extra=extra, embodiments=embodiments)
+        cfg = IngestConfig(converter, input, output, options, target_shard_mb, num_cpus, verify_images, executor)
         plan = prepare(cfg)
         with Progress(TextColumn("[bold]ingest"), BarColumn(), TextColumn("{task.completed}/{task.total} groups"),
                       TextColumn("{task.fields[eps]} episodes · {task.fields[rate]:.0f} episodes/s · "

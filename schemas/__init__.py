@@ -4,9 +4,9 @@ from .columns import CAMERA_ROLES, TASK_FAMILIES, Col, EpCol
 from .conventions import DatasetInfo, parse_fps, step_timestamps_ns
 from .embodiment import (
                      Embodiment,
+                     EmbodimentRegistry,
                      get_embodiment,
-                     register_embodiment_file,
-                     registry,
+                     load_embodiment_files,
                      render_prompt,
 )
 from .episode import (
@@ -44,6 +44,7 @@ __all__ = [
                      "CorruptRecord",
                      "DatasetInfo",
                      "Embodiment",
+                     "EmbodimentRegistry",
                      "EpCol",
                      "Episode",
                      "EpisodeError",
@@ -65,10 +66,9 @@ __all__ = [
                      "episodes_table",
                      "episodes_to_table",
                      "get_embodiment",
+                     "load_embodiment_files",
                      "parse_fps",
                      "read_schema_metadata",
-                     "register_embodiment_file",
-                     "registry",
                      "render_prompt",
                      "schema_metadata",
                      "step_schema",

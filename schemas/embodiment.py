@@ -1,20 +1,36 @@
-"""Embodiment registry: declarative YAML specs and the prompt rendered from them.
+"""Embodiments: declarative YAML specs, the prompt rendered from them, and immutable registries.
 
-Built-in specs live in ``schemas/embodiments/*.yaml``; users add their own with
-``register_embodiment_file`` (or ``--embodiment-dir`` on the CLI). The prompt is derived from the
-spec, so two datasets of one robot get the same text and a new spec needs no prompt code.
+Built-in specs live in ``schemas/embodiments/*.yaml``. There is no process-global registration:
+a user's specs are parsed once on the driver (``load_embodiment_files``) into plain dicts that travel
+with the converter options, and each reader builds its own ``EmbodimentRegistry`` (built-ins plus
+those dicts). The prompt is derived from the spec, so two datasets of one robot get the same text
+and a new spec needs no prompt code.
 """
 from __future__ import annotations
 
+import copy
+import difflib
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
+from .columns import CAMERA_ROLES
 from .errors import SpecError
 from .slots import ACTION, STATE
 
 BUILTIN_DIR = Path(__file__).parent / "embodiments"
+
+KINDS = ("robot", "human", "agent")
+BASES = ("fixed", "mobile", "wheeled", "legged", "none")
+GRIPPERS = ("parallel", "suction", "dexterous", "none")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # ids name files in an output's meta/
+_KNOWN = ("id", "name", "kind", "arms", "base", "cameras", "control_mode", "action_slots", "state_slots",
+          "frame", "rate_hz", "notes")
+_REQUIRED = ("id", "name", "kind", "control_mode", "action_slots", "frame")
 
 _SLOT_PHRASES = {
     "eef_pos_delta": "end-effector position delta (m)",
@@ -39,6 +55,83 @@ class Arm:
     gripper: str = "none"  # parallel | suction | dexterous | none
 
 
+# -- one-line validation: "<file>: <key>: <problem>" ------------------------------------------------
+def _show(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fail(source: str, key: str, problem: str) -> SpecError:
+    return SpecError(f"{source}: {key}: {problem}")
+
+
+def _text(d: dict, key: str, source: str, default: str | None = None, *, where: str | None = None) -> str:
+    v = d.get(key, default)
+    if not isinstance(v, str) or not v.strip():
+        raise _fail(source, where or key, f"expected a non-empty string, got {_show(v)}")
+    return v
+
+
+def _choice(d: dict, key: str, choices: tuple[str, ...], source: str, default: str, *, where: str | None = None) -> str:
+    v = _text(d, key, source, default, where=where)
+    if v not in choices:
+        raise _fail(source, where or key, f"{v!r} is not one of {', '.join(choices)}")
+    return v
+
+
+def _list(d: dict, key: str, source: str) -> list:
+    v = d.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise _fail(source, key, f"expected a list, got {_show(v)}")
+    return v
+
+
+def _names(d: dict, key: str, known: list[str], what: str, source: str) -> tuple[str, ...]:
+    names = _list(d, key, source)
+    for i, s in enumerate(names):
+        if not isinstance(s, str):
+            raise _fail(source, f"{key}[{i}]", f"expected a string, got {_show(s)}")
+        if s not in known:
+            near = difflib.get_close_matches(s, known, n=1)
+            raise _fail(source, f"{key}[{i}]", f"unknown {what} {s!r}"
+                        + (f" (did you mean {near[0]!r}?)" if near else ""))
+        if names.index(s) != i:
+            raise _fail(source, f"{key}[{i}]", f"{what} {s!r} listed twice")
+    return tuple(names)
+
+
+def _slot_names(layout) -> list[str]:
+    return [s.name for s in layout.slots]
+
+
+def _arms(d: dict, source: str) -> tuple[Arm, ...]:
+    arms = []
+    for i, a in enumerate(_list(d, "arms", source)):
+        key = f"arms[{i}]"
+        if not isinstance(a, dict):
+            raise _fail(source, key, f"expected a mapping {{name, dof, gripper}}, got {_show(a)}")
+        for k in a:
+            if k not in ("name", "dof", "gripper"):
+                raise _fail(source, f"{key}.{k}", "unknown key (an arm has name, dof, gripper)")
+        dof = a.get("dof")
+        if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:
+            raise _fail(source, f"{key}.dof", f"expected a positive integer, got {_show(dof)}")
+        arms.append(Arm(_text(a, "name", source, where=f"{key}.name"), dof,
+                        _choice(a, "gripper", GRIPPERS, source, "none", where=f"{key}.gripper")))
+    return tuple(arms)
+
+
+def _rate(d: dict, source: str) -> float | None:
+    v = d.get("rate_hz")
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise _fail(source, "rate_hz", f"expected a positive number, got {_show(v)}")
+    return v
+
+
 @dataclass(frozen=True)
 class Embodiment:
     id: str
@@ -53,31 +146,45 @@ class Embodiment:
     frame: str
     rate_hz: float | None = None
     notes: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    extra: dict = field(default_factory=dict, compare=False, hash=False)  # converter-read keys (turn_deg...)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "<dict>") -> Embodiment:
-        required = ("id", "name", "kind", "control_mode", "action_slots", "frame")
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise SpecError(f"{source}: embodiment spec misses {missing}")
-        for s in d["action_slots"]:
-            if s not in ACTION:
-                raise SpecError(f"{source}: unknown action slot {s!r}")
-        for s in d.get("state_slots", []):
-            if s not in STATE:
-                raise SpecError(f"{source}: unknown state slot {s!r}")
-        arms = tuple(Arm(**a) for a in d.get("arms", []))
-        known = {"id", "name", "kind", "arms", "base", "cameras", "control_mode", "action_slots",
-                 "state_slots", "frame", "rate_hz", "notes"}
+        """Parse and check a spec; every error is one line naming ``source``, the key and the problem."""
+        if not isinstance(d, dict):
+            raise SpecError(f"{source}: an embodiment spec must be a mapping of keys, got {_show(d)}")
+        for k in _REQUIRED:
+            if k not in d:
+                raise _fail(source, k, "missing (an embodiment needs " + ", ".join(_REQUIRED) + ")")
+        eid = d["id"]
+        if not isinstance(eid, str) or not _ID.match(eid):
+            raise _fail(source, "id", f"expected letters, digits, '_', '.', '-' (a file name), got {_show(eid)}")
+        notes = d.get("notes", "")
+        if not isinstance(notes, str):
+            raise _fail(source, "notes", f"expected a string, got {_show(notes)}")
         return cls(
-            id=str(d["id"]), name=str(d["name"]), kind=str(d["kind"]), arms=arms,
-            base=str(d.get("base", "fixed")), cameras=tuple(d.get("cameras", [])),
-            control_mode=str(d["control_mode"]), action_slots=tuple(d["action_slots"]),
-            state_slots=tuple(d.get("state_slots", [])), frame=str(d["frame"]),
-            rate_hz=d.get("rate_hz"), notes=str(d.get("notes", "")),
-            extra={k: v for k, v in d.items() if k not in known},
+            id=eid, name=_text(d, "name", source), kind=_choice(d, "kind", KINDS, source, "robot"),
+            arms=_arms(d, source), base=_choice(d, "base", BASES, source, "fixed"),
+            cameras=_names(d, "cameras", list(CAMERA_ROLES), "camera role", source),
+            control_mode=_text(d, "control_mode", source),
+            action_slots=_names(d, "action_slots", _slot_names(ACTION), "action slot", source),
+            state_slots=_names(d, "state_slots", _slot_names(STATE), "state slot", source),
+            frame=_text(d, "frame", source), rate_hz=_rate(d, source), notes=notes,
+            extra={k: copy.deepcopy(v) for k, v in d.items() if k not in _KNOWN},
         )
+
+    def to_dict(self) -> dict:
+        """Plain data (YAML-safe) that ``from_dict`` reads back into an equal spec."""
+        d = {"id": self.id, "name": self.name, "kind": self.kind,
+             "arms": [{"name": a.name, "dof": a.dof, "gripper": a.gripper} for a in self.arms],
+             "base": self.base, "cameras": list(self.cameras), "control_mode": self.control_mode,
+             "action_slots": list(self.action_slots), "state_slots": list(self.state_slots), "frame": self.frame}
+        if self.rate_hz is not None:
+            d["rate_hz"] = self.rate_hz
+        if self.notes:
+            d["notes"] = self.notes
+        d.update(copy.deepcopy(self.extra))
+        return d
 
     def prompt(self, rate_hz: float | None = None) -> str:
         """E.g. "Robot: WidowX 250, one 6-DoF arm with a parallel gripper. Action: ..."."""
@@ -131,36 +238,77 @@ def render_prompt(e: Embodiment, rate_hz: float | None = None) -> str:
     return text + "."
 
 
+def read_yaml(path: str | Path, what: str = "embodiment spec"):
+    """``yaml.safe_load`` of a user's file; a failure is one line with the file and the line number."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError(f"{path}: YAML syntax error at {where}{err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: YAML error: {' '.join(str(err).split())}") from None
+
+
+def load_embodiment_files(paths: Iterable[str | Path]) -> dict[str, dict]:
+    """User embodiment YAMLs (a folder stands for its ``*.yaml``) → {id: spec dict}, checked.
+
+    Parsed on the driver; the plain dicts travel to workers with the converter options. Two files
+    declaring one id is an error, not a silent override.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.glob("*.yaml")) if p.is_dir() else [p])
+    specs: dict[str, dict] = {}
+    origin: dict[str, Path] = {}
+    for path in files:
+        e = Embodiment.from_dict(read_yaml(path), source=str(path))
+        if e.id in specs:
+            raise _fail(str(path), "id", f"{e.id!r} is already defined in {origin[e.id]}")
+        specs[e.id], origin[e.id] = e.to_dict(), path
+    return specs
+
+
+@lru_cache(maxsize=1)
+def _builtin() -> dict[str, Embodiment]:
+    specs = {}
+    for path in sorted(BUILTIN_DIR.glob("*.yaml")):
+        e = Embodiment.from_dict(read_yaml(path), source=str(path))
+        specs[e.id] = e
+    return specs
+
+
 class EmbodimentRegistry:
-    def __init__(self):
-        self._specs: dict[str, Embodiment] = {}
+    """An immutable id → ``Embodiment`` lookup; ``with_specs`` derives a new one."""
 
-    def register(self, e: Embodiment, *, replace: bool = False) -> None:
-        if e.id in self._specs and not replace and self._specs[e.id] != e:
-            raise SpecError(f"embodiment {e.id!r} already registered with a different spec")
-        self._specs[e.id] = e
+    def __init__(self, specs: Mapping[str, Embodiment] | None = None):
+        self._specs: dict[str, Embodiment] = dict(specs or {})
 
-    def load_file(self, path: str | Path, *, replace: bool = False) -> Embodiment:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise SpecError(f"{path}: cannot read embodiment spec ({err})") from None
-        if not isinstance(data, dict):
-            raise SpecError(f"{path}: embodiment spec must be a mapping")
-        e = Embodiment.from_dict(data, source=str(path))
-        self.register(e, replace=replace)
-        return e
+    @classmethod
+    def builtin(cls) -> EmbodimentRegistry:
+        """The built-in specs (parsed once per process)."""
+        return cls(_builtin())
 
-    def load_dir(self, path: str | Path, *, replace: bool = False) -> None:
-        for p in sorted(Path(path).glob("*.yaml")):
-            self.load_file(p, replace=replace)
+    def with_specs(self, specs: Iterable[dict] | Mapping[str, dict]) -> EmbodimentRegistry:
+        """A new registry with ``specs`` (spec dicts, or {id: spec dict}) added, overriding same ids."""
+        items = specs.values() if isinstance(specs, Mapping) else specs
+        merged = dict(self._specs)
+        for d in items:
+            e = Embodiment.from_dict(d, source=f"embodiment {d.get('id')!r}" if isinstance(d, dict) else "embodiment")
+            merged[e.id] = e
+        return EmbodimentRegistry(merged)
 
     def get(self, eid: str) -> Embodiment:
         try:
             return self._specs[eid]
         except KeyError:
-            raise SpecError(f"unknown embodiment {eid!r}; known: {sorted(self._specs)}") from None
+            raise SpecError(f"unknown embodiment {eid!r}; known: {', '.join(sorted(self._specs))} "
+                            "(add one with --embodiment FILE.yaml)") from None
 
     def __contains__(self, eid: str) -> bool:
         return eid in self._specs
@@ -169,20 +317,6 @@ class EmbodimentRegistry:
         return sorted(self._specs)
 
 
-_REGISTRY: EmbodimentRegistry | None = None
-
-
-def registry() -> EmbodimentRegistry:
-    global _REGISTRY
-    if _REGISTRY is None:
-        _REGISTRY = EmbodimentRegistry()
-        _REGISTRY.load_dir(BUILTIN_DIR)
-    return _REGISTRY
-
-
 def get_embodiment(eid: str) -> Embodiment:
-    return registry().get(eid)
-
-
-def register_embodiment_file(path: str | Path) -> Embodiment:
-    return registry().load_file(path, replace=True)
+    """A built-in spec by id (readers of user data build an ``EmbodimentRegistry`` instead)."""
+    return EmbodimentRegistry.builtin().get(eid)

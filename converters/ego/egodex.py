@@ -30,7 +30,6 @@ from vlaflow.schemas import (
     Episode,
     EpisodeError,
     InputError,
-    get_embodiment,
 )
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
@@ -96,7 +95,7 @@ class EgoDexConverter(Converter):
             raise InputError(str(err)) from None
         self.horizon, self.min_conf = self.video.horizon, self.video.min_confidence
         self.dataset = safe_name(ex.get("dataset") or "egodex")
-        self.prompt = get_embodiment(EMBODIMENT).prompt(rate_hz=float(self.video.rate_hz))
+        self.prompt = self.embodiments.get(EMBODIMENT).prompt(rate_hz=float(self.video.rate_hz))
         self._warnings: list[str] = []
         unknown = set(ex) - OPTION_KEYS
         if unknown:

@@ -41,7 +41,6 @@ from vlaflow.schemas import (
     Episode,
     EpisodeError,
     InputError,
-    get_embodiment,
 )
 from vlaflow.schemas.conventions import NS_PER_S
 
@@ -133,7 +132,7 @@ class EpicKitchensConverter(Converter):
         guess = stem.rsplit("_", 1)[-1].lower() if stem.upper().startswith("EPIC_") else ""
         self.split = self.options.split or (guess if _SAFE.match(guess or "-") else "") or "train"
         self.dataset = str(ex.get("dataset") or "epic_kitchens_100")
-        self.prompt = get_embodiment(EMBODIMENT).prompt(rate_hz=float(self.rate))
+        self.prompt = self.embodiments.get(EMBODIMENT).prompt(rate_hz=float(self.rate))
         self._rows: list | None = None
         self._fps: dict | None = None
         self._numbering: dict | None = None

@@ -40,7 +40,6 @@ from vlaflow.schemas import (
     EpisodeError,
     FeatureMismatch,
     InputError,
-    get_embodiment,
 )
 from vlaflow.schemas.slots import TRAJ_POINTS
 
@@ -134,7 +133,7 @@ class VideoTrajectoryConverter(Converter):
         if not self.files:
             raise InputError(f"{input_path}: no track files (.json with a 'points' mapping, or .parquet)")
         self.dataset = safe_name(ex.get("dataset") or "video_trajectory")
-        self.prompt = get_embodiment(EMBODIMENT).prompt(rate_hz=float(self.video.rate_hz))
+        self.prompt = self.embodiments.get(EMBODIMENT).prompt(rate_hz=float(self.video.rate_hz))
         self._warnings = [f"--opt {', '.join(sorted(set(ex) - OPTION_KEYS))} not used by video_trajectory"] \
             if set(ex) - OPTION_KEYS else []
 

@@ -7,11 +7,11 @@ from typing import Iterator
 
 import numpy as np
 
-from vlaflow.schemas import (DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError,
-                             get_embodiment, step_timestamps_ns)
+from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError, step_timestamps_ns
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
-from ..standardize import DatasetSpec, last_action_invalid, load_spec, load_spec_dir, standardize
+from ..standardize import (DatasetSpec, last_action_invalid, load_spec_dir, spec_from_dict, spec_to_dict,
+                           standardize)
 from ..transforms import bgr_to_rgb_image, codepoints_to_text
 from .builder import BuilderDir, Leaf, open_builder
 from .tfrecord import RecordError, index_records, iter_records
@@ -67,8 +67,8 @@ class OpenXRLDSConverter(Converter):
         self.leaves = self.builder.step_leaves()
         self._leaf = {leaf.key: leaf for leaf in self.leaves}
         self._warnings: list[str] = []
-        if self.options.spec_file:
-            self.spec = load_spec(self.options.spec_file)
+        if self.options.spec is not None:  # parsed on the driver; a worker never opens the user's file
+            self.spec = spec_from_dict(self.options.spec, source=self.options.spec_file or "--spec")
         else:
             specs = builtin_specs()
             self.spec = specs.get(self.builder.name)
@@ -81,7 +81,7 @@ class OpenXRLDSConverter(Converter):
             if key not in self._leaf or self._leaf[key].kind != "image":
                 raise InputError(f"spec {self.spec.source}: camera {role} -> {key!r} is not an image "
                                  f"feature of {self.builder.name}")
-        self.embodiment = get_embodiment(self.spec.embodiment)
+        self.embodiment = self.embodiments.get(self.spec.embodiment)
         self.prompt = self.embodiment.prompt(rate_hz=float(self.spec.fps))
         self._last_invalid = last_action_invalid(self.spec)
         self.action_keys = [leaf for leaf in self.leaves
@@ -104,6 +104,9 @@ class OpenXRLDSConverter(Converter):
         self._parser = None
 
     # -- metadata -------------------------------------------------------------------------
+    def resolved_spec(self) -> dict:
+        return spec_to_dict(self.spec)
+
     def datasets(self) -> list[DatasetInfo]:
         conv = self.spec.conventions
         width = lambda leaf: int(np.prod(leaf.shape)) if leaf.shape else 1  # noqa: E731

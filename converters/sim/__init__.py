@@ -4,7 +4,6 @@ Each is a plugin (entry-point group ``vlaflow.converters``) whose ``sniff`` clai
 layouts it reads, so ``--converter auto`` picks one. Per-dataset slot mappings are YAML specs in
 ``specs/``; conventions and their normalization are documented in ``docs/sim.md``.
 """
-from . import transforms as _transforms  # noqa: F401  (registers the sim transforms)
 from .libero import LiberoConverter
 from .maniskill import ManiSkillConverter
 from .robomimic import RobomimicConverter

@@ -17,12 +17,12 @@ from typing import Iterator
 import numpy as np
 
 from vlaflow.schemas import (DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError, NonFiniteValue,
-                             get_embodiment, parse_fps, step_timestamps_ns)
+                             parse_fps, step_timestamps_ns)
 from vlaflow.schemas.columns import IMAGE_TRANSFORMS
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
-from ..standardize import DatasetSpec, last_action_invalid, load_spec, load_spec_dir, standardize
-from . import transforms as _transforms  # noqa: F401  (registers the sim transforms)
+from ..standardize import (DatasetSpec, last_action_invalid, load_spec, load_spec_dir, spec_from_dict, spec_to_dict,
+                           standardize)
 from .errors import LengthMismatch, UnreadableFile
 from .hdf5 import SourceFile, classified, classify_input, natural_key, safe_name, scan_input
 from .images import FORMATS
@@ -134,7 +134,7 @@ class SimConverter(Converter):
             self.fps = parse_fps(self.options.extra["fps"])
         if "embodiment" in self.options.extra:
             self.embodiment_id = str(self.options.extra["embodiment"])
-        get_embodiment(self.embodiment_id)  # unknown id: SpecError, one line on the CLI
+        self.embodiments.get(self.embodiment_id)  # unknown id: SpecError, one line on the CLI
         if "dataset" in self.options.extra:
             self.dataset = safe_name(self.options.extra["dataset"])
         for t in self.image_transform.split("+"):
@@ -154,7 +154,14 @@ class SimConverter(Converter):
 
     # -- metadata ---------------------------------------------------------------------------------
     def spec_for_user(self, default: DatasetSpec) -> DatasetSpec:
-        return load_spec(self.options.spec_file) if self.options.spec_file else default
+        """``--spec`` (parsed on the driver, carried in the options) or ``default``."""
+        if self.options.spec is None:
+            return default
+        return spec_from_dict(self.options.spec, source=self.options.spec_file or "--spec")
+
+    def resolved_spec(self) -> dict:
+        """The spec before per-file specialization (``specialize`` drops absent keys, fills controller ranges)."""
+        return spec_to_dict(self.spec)
 
     def datasets(self) -> list[DatasetInfo]:
         conv = self.spec.conventions
@@ -177,7 +184,7 @@ class SimConverter(Converter):
     def prompt(self, embodiment_id: str | None = None) -> str:
         eid = embodiment_id or self.embodiment_id
         if eid not in self._prompts:
-            self._prompts[eid] = get_embodiment(eid).prompt(rate_hz=float(self.fps))
+            self._prompts[eid] = self.embodiments.get(eid).prompt(rate_hz=float(self.fps))
         return self._prompts[eid]
 
     # -- ids --------------------------------------------------------------------------------------

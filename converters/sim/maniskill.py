@@ -108,7 +108,7 @@ class ManiSkillConverter(SimConverter):
         self.ms3 = is_maniskill3(first.path, meta)
         spec_name = ("maniskill_pd_ee_delta_pose" if self.ms3 else "maniskill2_pd_ee_delta_pose") \
             if self.mode == "pd_ee_delta_pose" else f"maniskill_{self.mode}"
-        if self.options.spec_file:
+        if self.options.spec is not None:
             self.spec = self.spec_for_user(spec_named("maniskill_pd_joint_pos"))
         elif self.mode in SUPPORTED:
             self.spec = spec_named(spec_name)

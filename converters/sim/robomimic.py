@@ -347,7 +347,7 @@ class RobomimicConverter(SimConverter):
 
     def spec_of(self, p: RobosuiteProfile | None) -> DatasetSpec:
         """The spec for a file's robots and controller (``--spec`` overrides every file)."""
-        if self.options.spec_file:
+        if self.options.spec is not None:
             return self.spec_for_user(spec_named("robosuite_osc_pose"))
         name = pick_spec_name(p) if p is not None else None
         if name:

@@ -80,7 +80,7 @@ class RoboTwinConverter(SimConverter):
         self.trust_pickle = self.options.flag("trust_pickle")
         self.specs = {"robotwin2": spec_named("robotwin2"), "robotwin_pkl": spec_named("robotwin2"),
                       "robotwin_xpl": spec_named("robotwin_xpolicylab")}
-        if self.options.spec_file:
+        if self.options.spec is not None:
             user = self.spec_for_user(self.specs[main])
             self.specs = {k: user for k in self.specs}
         self.spec = self.specs[main]

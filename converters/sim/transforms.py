@@ -1,13 +1,12 @@
 """Named per-trajectory transforms the simulation specs (``specs/*.yaml``) refer to.
 
-Registered into ``vlaflow.converters.transforms.TRANSFORMS`` on import, next to the Open-X ones, so
+Listed by name, next to the Open-X ones, in ``vlaflow.converters.transforms.transform_table``, so
 specs stay data. Each takes a ``[T]``/``[T, k]`` array over one episode and returns the same length.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from vlaflow.converters.transforms import transform
 from vlaflow.schemas.rotations import quat_xyzw_to_rotvec
 
 
@@ -16,7 +15,6 @@ def _col(x) -> np.ndarray:
     return x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x
 
 
-@transform
 def osc_scale(x, input_min=-1.0, input_max=1.0, output_min=-0.05, output_max=0.05, from_controller=None):
     """robosuite ``Controller.scale_action``: clip to the input range, map linearly to the output range.
 
@@ -31,7 +29,6 @@ def osc_scale(x, input_min=-1.0, input_max=1.0, output_min=-0.05, output_max=0.0
     return (np.clip(x, lo, hi) - (hi + lo) / 2.0) * scale + (omax + omin) / 2.0
 
 
-@transform
 def sign_gripper(x, initial: float = 1.0) -> np.ndarray:
     """robosuite/LIBERO gripper command → absolute target, 1 = open.
 
@@ -51,7 +48,6 @@ def sign_gripper(x, initial: float = 1.0) -> np.ndarray:
     return out
 
 
-@transform
 def finger_opening(x, width: float = 0.08, combine: str = "diff") -> np.ndarray:
     """Finger joint positions → opening in [0, 1] (1 = open).
 
@@ -67,12 +63,10 @@ def finger_opening(x, width: float = 0.08, combine: str = "diff") -> np.ndarray:
     return np.clip(v / float(width), 0.0, 1.0)
 
 
-@transform
 def clip_range(x, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
     return np.clip(np.asarray(x, dtype=np.float64), lo, hi)
 
 
-@transform
 def next_step(x) -> np.ndarray:
     """a[t] = x[t + 1]: a recorded *state* used as the action that reaches it (RoboTwin's
     ``action[t] == state[t+1]``). The last step has no next state: it repeats x[-1] and is marked
@@ -115,7 +109,6 @@ def euler_intrinsic_xyz_to_rotvec(e: np.ndarray) -> np.ndarray:
     return quat_xyzw_to_rotvec(q).astype(np.float64)
 
 
-@transform
 def maniskill3_ee_delta_rot(x, scale: float = -0.1) -> np.ndarray:
     """ManiSkill3 ``pd_ee_delta_pose`` rotation command → the rotation it executes, as a rotvec.
 
@@ -129,7 +122,6 @@ def maniskill3_ee_delta_rot(x, scale: float = -0.1) -> np.ndarray:
     return euler_intrinsic_xyz_to_rotvec(x)
 
 
-@transform
 def norm_clip_scale(x, bound: float = 0.1) -> np.ndarray:
     """ManiSkill2 ``pd_ee_delta_pose`` rotation: norm-clip to 1, times ``rot_bound``; already a rotvec."""
     x = np.asarray(x, dtype=np.float64)

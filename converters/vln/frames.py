@@ -74,8 +74,8 @@ class VLNFramesConverter(Converter):
         if not src.is_file(self.ann_path):
             raise InputError(f"{input_path}: no {ANNOTATIONS} (expected a pre-rendered VLN folder)")
         (self.embodiment, self.forward_m, self.turn_rad, self.pitch_rad,
-         self.allowed) = habitat_steps(self.options.extra.get("turn_deg", "15"))
-        self.prompt = prompt_for(self.embodiment)
+         self.allowed) = habitat_steps(self.options.extra.get("turn_deg", "15"), self.embodiments)
+        self.prompt = prompt_for(self.embodiments.get(self.embodiment))
         folder = safe_name(posixpath.basename(src.root.rstrip("/")) or "data").lower()
         self.dataset = str(self.options.extra.get("dataset") or f"vln_frames_{folder}")
         self.split = safe_name(self.options.split) if self.options.split else "train"

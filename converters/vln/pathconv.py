@@ -73,9 +73,9 @@ class PathConverter(Converter):
         if turn not in ("15", "30"):
             raise InputError(f"--opt turn_deg must be 15 or 30, got {turn!r}")
         self.embodiment = f"nav_habitat_{turn}deg" if self.primitives else "nav_discrete_graph"
-        self.prompt = prompt_for(self.embodiment)
+        self.prompt = prompt_for(self.embodiments.get(self.embodiment))
         if self.primitives:
-            self.forward_m, self.turn_rad, _ = step_params(self.embodiment)
+            self.forward_m, self.turn_rad, _ = step_params(self.embodiments.get(self.embodiment))
         self.dataset = str(self.options.extra.get("dataset") or self.dataset_name)
         self.files = self.find_files()  # [(split, path)] in a deterministic order
         if self.options.split:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from vlaflow.schemas import ACTION, STATE, Episode, get_embodiment, step_timestamps_ns
+from vlaflow.schemas import ACTION, STATE, Embodiment, EmbodimentRegistry, Episode, step_timestamps_ns
 from vlaflow.schemas.slots import NAV_WAYPOINTS
 
 from .geometry import waypoint_chunks
@@ -28,17 +28,17 @@ _Z = STATE.range("base.z")
 STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT, LOOK_UP, LOOK_DOWN = 0, 1, 2, 3, 4, 5
 
 
-def prompt_for(embodiment: str) -> str:
-    return get_embodiment(embodiment).prompt(rate_hz=float(DECISION_FPS))
+def prompt_for(embodiment: Embodiment) -> str:
+    return embodiment.prompt(rate_hz=float(DECISION_FPS))
 
 
-def step_params(embodiment: str) -> tuple[float, float, float]:
+def step_params(embodiment: Embodiment) -> tuple[float, float, float]:
     """(forward m, turn rad, pitch rad) of a discrete embodiment, read from its YAML."""
-    ex = get_embodiment(embodiment).extra
+    ex = embodiment.extra
     return (float(ex["forward_m"]), float(np.deg2rad(ex["turn_deg"])), float(np.deg2rad(ex.get("pitch_deg") or 0)))
 
 
-def habitat_steps(turn_deg) -> tuple[str, float, float, float, set[int]]:
+def habitat_steps(turn_deg, embodiments: EmbodimentRegistry) -> tuple[str, float, float, float, set[int]]:
     """``--opt turn_deg`` (15 or 30) → (embodiment, forward m, turn rad, pitch rad, allowed action ids)."""
     turn = str(turn_deg).strip()
     if turn not in ("15", "30"):
@@ -46,7 +46,7 @@ def habitat_steps(turn_deg) -> tuple[str, float, float, float, set[int]]:
 
         raise InputError(f"--opt turn_deg must be 15 or 30, got {turn!r}")
     embodiment = f"nav_habitat_{turn}deg"
-    forward_m, turn_rad, pitch_rad = step_params(embodiment)
+    forward_m, turn_rad, pitch_rad = step_params(embodiments.get(embodiment))
     allowed = {STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT} | ({LOOK_UP, LOOK_DOWN} if turn == "30" else set())
     return embodiment, forward_m, turn_rad, pitch_rad, allowed
 

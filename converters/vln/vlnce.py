@@ -100,8 +100,8 @@ class VLNCEConverter(Converter):
         self._warnings = [f"{n}: no ground truth beside it, skipped" for n in no_gt]
         rxr = any(f[1] for f in self.files)
         (self.embodiment, self.forward_m, self.turn_rad, self.pitch_rad,
-         self.allowed) = habitat_steps(self.options.extra.get("turn_deg", "30" if rxr else "15"))
-        self.prompt = prompt_for(self.embodiment)
+         self.allowed) = habitat_steps(self.options.extra.get("turn_deg", "30" if rxr else "15"), self.embodiments)
+        self.prompt = prompt_for(self.embodiments.get(self.embodiment))
         self.dataset = str(self.options.extra.get("dataset") or ("vlnce_rxr" if rxr else "vlnce_r2r"))
         self._cache: dict[str, object] = {}
 

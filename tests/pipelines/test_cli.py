@@ -84,8 +84,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaflow.converters import Converter, Rejected, WorkUnit
-from vlaflow.schemas import (ACTION, STATE, DatasetInfo, Episode, FeatureMismatch, get_embodiment,
-                             register_embodiment_file)
+from vlaflow.schemas import ACTION, STATE, DatasetInfo, Episode, FeatureMismatch, get_embodiment
 
 
 class CsvArmConverter(Converter):

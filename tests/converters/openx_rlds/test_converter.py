@@ -112,6 +112,8 @@ def test_zlib_depth_codepoints_and_generic_fallback(sensor_variants):
     np.testing.assert_array_equal(ep.state[:, a:a + 2], want)  # zlib-encoded tensor decoded
     conv = OpenXRLDSConverter(str(write("my_lab_robot")))
     assert any("no spec for dataset 'my_lab_robot'" in w for w in conv.warnings())
+    resolved = conv.resolved_spec()  # what the ingest writes into meta/: the generic fallback, as data
+    assert (resolved["embodiment"], resolved["action"], resolved["cameras"]) == ("generic", [], conv.spec.cameras)
     ep = read_all(conv)[0]
     validate_episode(ep)
     assert ep.embodiment == "generic" and not ep.action_mask.any()

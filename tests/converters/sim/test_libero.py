@@ -93,3 +93,34 @@ def test_libero_layout_replay_fixture(sim_fixtures, gen, read):
     assert eps[0].action_raw.tobytes() == actions.astype(np.float32).tobytes()
     np.testing.assert_array_equal(gen.decode(eps[0].images["primary"][10]), stored[10][::-1])
     validate_episode(eps[0], verify_images=True)
+
+
+def test_libero_user_spec_and_embodiment_travel_as_data(tmp_path, gen, read):
+    """--spec and --embodiment as ConverterOptions data: the user's robot id and prompt on every row,
+    the spec's fps used, and the files never read again after the options were built."""
+    import pickle
+
+    import yaml
+
+    from vlaflow.converters.sim.common import spec_named
+    from vlaflow.converters.standardize import spec_to_dict
+    from vlaflow.schemas import get_embodiment, load_embodiment_files
+
+    p = tmp_path / "libero_10" / "KITCHEN_SCENE3_turn_on_the_stove_demo.hdf5"
+    gen.write_libero(p, demos=(4,))
+    emb = get_embodiment("panda_osc_pose").to_dict()
+    emb.update(id="my_panda", name="Panda on a rail")
+    (tmp_path / "my_panda.yaml").write_text(yaml.safe_dump(emb))
+    spec = spec_to_dict(spec_named("libero"))
+    spec.update(embodiment="my_panda", fps=10)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    opts = ConverterOptions(spec_file=str(tmp_path / "spec.yaml"),
+                            embodiments=load_embodiment_files([tmp_path / "my_panda.yaml"]))
+    (tmp_path / "spec.yaml").unlink()
+    (tmp_path / "my_panda.yaml").unlink()
+    conv = LiberoConverter(str(p.parent), pickle.loads(pickle.dumps(opts)))
+    assert conv.resolved_spec() == spec and conv.datasets()[0].embodiment == "my_panda"
+    (ep,) = read(conv)
+    validate_episode(ep)
+    assert ep.embodiment == "my_panda" and ep.embodiment_prompt.startswith("Robot: Panda on a rail, one 7-DoF arm")
+    assert ep.embodiment_prompt.endswith("at 10 Hz; gripper 1 = open.")

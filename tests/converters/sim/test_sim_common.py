@@ -9,29 +9,29 @@ from vlaflow.converters import sniff as sniff_converter
 from vlaflow.converters.sim import LiberoConverter, ManiSkillConverter, RobomimicConverter, RoboTwinConverter
 from vlaflow.converters.sim.common import builtin_specs, words_from_name
 from vlaflow.converters.sim.hdf5 import mjcf_qpos_index
-from vlaflow.converters.transforms import TRANSFORMS
+from vlaflow.converters.transforms import transform_table
 from vlaflow.schemas import InputError, get_embodiment
 from vlaflow.schemas.rotations import rotvec_to_matrix
 
 
 def test_sign_gripper_holds_on_zero_and_starts_open():
-    f = TRANSFORMS["sign_gripper"]
+    f = transform_table()["sign_gripper"]
     np.testing.assert_array_equal(f(np.array([0, 0, 1, 0.3, 0, -1, 0, -0.2])), [1, 1, 0, 0, 0, 1, 1, 1])
 
 
 def test_osc_scale_clips_and_maps_like_robosuite():
-    f = TRANSFORMS["osc_scale"]
+    f = transform_table()["osc_scale"]
     np.testing.assert_allclose(f(np.array([[-3.75, 0.5, 1.0]]), output_min=-0.05, output_max=0.05), [[-0.05, 0.025, 0.05]])
     # asymmetric ranges: robosuite maps the input midpoint to the output midpoint
     np.testing.assert_allclose(f(np.array([0.0, 1.0]), input_min=-1, input_max=1, output_min=0.0, output_max=0.2), [0.1, 0.2])
 
 
 def test_finger_opening_and_next_step():
-    np.testing.assert_allclose(TRANSFORMS["finger_opening"](np.array([[0.04, -0.04], [0.0, 0.0], [0.02, -0.02]])), [1, 0, 0.5])
-    np.testing.assert_allclose(TRANSFORMS["finger_opening"](np.array([[0.04, 0.04]]), combine="sum"), [1.0])
+    np.testing.assert_allclose(transform_table()["finger_opening"](np.array([[0.04, -0.04], [0.0, 0.0], [0.02, -0.02]])), [1, 0, 0.5])
+    np.testing.assert_allclose(transform_table()["finger_opening"](np.array([[0.04, 0.04]]), combine="sum"), [1.0])
     x = np.arange(4.0)[:, None]
-    np.testing.assert_array_equal(TRANSFORMS["next_step"](x)[:, 0], [1, 2, 3, 3])
-    assert TRANSFORMS["next_step"].invalidates_last
+    np.testing.assert_array_equal(transform_table()["next_step"](x)[:, 0], [1, 2, 3, 3])
+    assert transform_table()["next_step"].invalidates_last
 
 
 def test_intrinsic_xyz_euler_differs_from_extrinsic():

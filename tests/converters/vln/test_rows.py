@@ -6,10 +6,14 @@ from vlaflow.converters.vln.rows import DECISION_FPS, discrete_commands, nav_epi
 from vlaflow.schemas import ACTION, STATE, get_embodiment, validate_episode
 
 
+def prompt_of(eid: str) -> str:
+    return prompt_for(get_embodiment(eid))
+
+
 def test_prompts_state_step_size_turn_angle_and_frame():
-    graph = prompt_for("nav_discrete_graph")
-    h15 = prompt_for("nav_habitat_15deg")
-    h30 = prompt_for("nav_habitat_30deg")
+    graph = prompt_of("nav_discrete_graph")
+    h15 = prompt_of("nav_habitat_15deg")
+    h30 = prompt_of("nav_habitat_30deg")
     for text in (graph, h15, h30):
         assert text.startswith("Agent: ") and "x forward, y left, yaw + = left" in text and "frame" in text
         assert "future waypoints (x, y in m, yaw in rad)" in text
@@ -20,8 +24,8 @@ def test_prompts_state_step_size_turn_angle_and_frame():
 
 
 def test_step_params_come_from_the_yaml():
-    assert step_params("nav_habitat_15deg") == (0.25, math.radians(15), 0.0)
-    assert step_params("nav_habitat_30deg") == (0.25, math.radians(30), math.radians(30))
+    assert step_params(get_embodiment("nav_habitat_15deg")) == (0.25, math.radians(15), 0.0)
+    assert step_params(get_embodiment("nav_habitat_30deg")) == (0.25, math.radians(30), math.radians(30))
     cmd = discrete_commands([1, 2, 3, 4, 5, 0], 0.25, math.radians(30), math.radians(30))
     np.testing.assert_allclose(cmd, [[0.25, 0, 0, 0], [0, math.radians(30), 0, 0], [0, -math.radians(30), 0, 0],
                                      [0, 0, math.radians(30), 0], [0, 0, -math.radians(30), 0], [0, 0, 0, 1]])
@@ -30,7 +34,7 @@ def test_step_params_come_from_the_yaml():
 def test_nav_episode_masks_and_flags():
     poses = np.array([[0, 0, 0], [0.25, 0, 0], [0.25, 0, 0.5]])
     ep = nav_episode(dataset="d", episode_id="d/x/1", embodiment="nav_habitat_15deg",
-                     prompt=prompt_for("nav_habitat_15deg"), poses=poses, z=np.zeros(3),
+                     prompt=prompt_of("nav_habitat_15deg"), poses=poses, z=np.zeros(3),
                      commands=discrete_commands([1, 2, 0], 0.25, 0.5, 0), action_raw=np.array([[1], [2], [0]]),
                      state_raw=np.zeros((3, 0)), instruction="go")
     validate_episode(ep)

@@ -166,7 +166,7 @@ def stats(output: str = typer.Argument(..., help="an ingest output folder or URI
           num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance")) -> None:
     """Per-(dataset, embodiment) action/state statistics and quantiles into OUT/meta/stats.json."""
     from vlaflow.schemas import InputError
-    from vlaflow.tokenization.statistics import StatsSpec
+    from vlaflow.tokenization.statistics.spec import StatsSpec
 
     from .stats import run_stats
 

@@ -137,6 +137,12 @@ def test_two_corpora_merge_from_their_saved_partials(bridge_rows):
     np.testing.assert_allclose(got["mean"], v.mean(0), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(got["std"], v.std(0), rtol=1e-9)
     np.testing.assert_allclose([got[k] for k in QUANTILE_KEYS], np.quantile(v, QUANTILES, axis=0), rtol=1e-12)
+    # one partial per group, as kept beside stats.json: any set of them merges to the same groups
+    per_group = {key: part.to_bytes() for key, part in _merged([a, b]).per_group().items()}
+    assert sorted(per_group) == ["bridge_dataset/widowx_250", "bridge_mirror/widowx_250"]
+    assert merge_partials(per_group).to_json() == doc
+    assert merge_partials([per_group["bridge_mirror/widowx_250"]]).to_json()["groups"] == {
+        "bridge_mirror/widowx_250": doc["groups"]["bridge_mirror/widowx_250"]}
     # the same corpus twice counts twice: merging is a union of data, not of documents
     twice = merge_partials([a.to_bytes(), a.to_bytes()]).to_json()["groups"]["bridge_dataset/widowx_250"]
     assert twice["rows"] == 2 * half

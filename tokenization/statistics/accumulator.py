@@ -202,6 +202,11 @@ class StatsAccumulator:
                 self.groups[key] = g
         return self
 
+    def per_group(self) -> dict[str, "StatsAccumulator"]:
+        """One accumulator per (dataset, embodiment) group, sharing its state (no copies): what is saved
+        as one partial per group, so any set of groups can be merged later."""
+        return {key: StatsAccumulator(self.spec, self.seed, {key: g}) for key, g in self.groups.items()}
+
     def by_embodiment(self) -> dict[str, GroupStats]:
         """Groups of one embodiment merged across datasets (their sketches merge exactly as shards do)."""
         out: dict[str, GroupStats] = {}

@@ -71,7 +71,7 @@ class Mixture:
         """
         own = dict(self.weights)
         if weights:
-            unknown = sorted(set(weights) - set(datasets))
+            unknown = sorted(str(n) for n in set(weights) - set(datasets))
             if unknown:
                 raise InputError(f"mixture weights name dataset(s) {', '.join(unknown)} not in the corpus; "
                                  f"it has: {', '.join(sorted(datasets)) or 'no datasets'}")

@@ -277,8 +277,9 @@ class StatsAccumulator:
                     g = acc.groups[gh["key"]] = GroupStats(ds, emb, saved, int(gh["seed"]))
                     g.rows, g.episodes, g.action_rows = int(gh["rows"]), int(gh["episodes"]), int(gh["action_rows"])
                     for j, (kind, layout) in enumerate(LAYOUTS.items()):
+                        prefix = f"g{i}.{kind}."
                         setattr(g, kind, LayoutStats.from_arrays(layout, saved, g.seed + j,
-                                                                 lambda name: npz[f"g{i}.{kind}.{name}"]))
+                                                                 lambda name, p=prefix: npz[p + name]))
                 return acc
         except (ValueError, KeyError, TypeError, IndexError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise InputError(f"{source}: not a readable vlaflow statistics partial ({' '.join(str(err).split())})") \

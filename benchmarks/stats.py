@@ -309,10 +309,10 @@ def accuracy(cols: dict, vlaflow_stats: dict, lr: dict) -> dict:
 # ---------------------------------------------------------------------------------------- tokens
 def token_report(out: Path, stats: dict, horizon: int, vocab: int, scale: float) -> dict:
     from vlaflow.schemas import ACTION
-    from vlaflow.tokenization.bins import UniformBins
-    from vlaflow.tokenization.chunks import action_chunks
-    from vlaflow.tokenization.fast import FASTTokenizer
-    from vlaflow.tokenization.normalize import Normalizer
+    from vlaflow.tokenization.normalization import Normalizer
+    from vlaflow.tokenization.sampling.chunks import action_chunks
+    from vlaflow.tokenization.tokenizers.bins import UniformBins
+    from vlaflow.tokenization.tokenizers.fast import FASTTokenizer
 
     cols = read_columns(out)
     norm = Normalizer(stats, "quantile")

@@ -193,7 +193,7 @@ def stats(output: str = typer.Argument(..., help="a corpus root (folder or URI) 
           executor: str = typer.Option("ray", help="ray or local (this process, same bytes)")) -> None:
     """Per-(dataset, embodiment) statistics and quantiles, and per embodiment merged across datasets."""
     from vlaflow.schemas import InputError
-    from vlaflow.tokenization.statistics import StatsSpec
+    from vlaflow.tokenization.statistics.spec import StatsSpec
 
     from .stats import run_stats
 

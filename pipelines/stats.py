@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 
 from vlaflow.schemas import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY, Col, InputError
-from vlaflow.tokenization.statistics import STATS_VERSION, StatsAccumulator, StatsSpec
+from vlaflow.tokenization.statistics.accumulator import StatsAccumulator
+from vlaflow.tokenization.statistics.spec import STATS_VERSION, StatsSpec
 
 from .corpus import Corpus, CorpusRoot
 from .layout import MANIFEST, STATS, STATS_PARTIALS

@@ -1,9 +1,10 @@
-"""Statistics, normalization, action tokenizers, prompts and mixtures. Sees only ``vlaflow.schemas``.
+"""Action tokenizers and prompts, and what feeds them: statistics, normalization, chunks, mixtures.
 
-- ``statistics``: mergeable per-slot moments and KLL quantile sketches (``meta/stats.json``)
-- ``normalize``: z-score / bounds / quantile normalization with exact inverses
-- ``bins``, ``fast``: uniform-bin and FAST action tokenizers over a Hugging Face tokenizer
-- ``chunks``: action chunks cut inside episodes
+Sees only ``vlaflow.schemas`` (a test enforces it), so it runs in a data loader without Ray.
+
+- ``tokenizers/``: uniform-bin (``bins``) and FAST (``fast``) action tokenizers over a Hugging Face tokenizer
 - ``prompts``: chat-template prompts (embodiment prompt + instruction + action target)
-- ``mixtures``: named dataset-mixture presets and a seeded sampler
+- ``statistics/``: mergeable per-slot moments and KLL sketches (``meta/stats.json``), saved partials
+- ``normalization``: z-score / bounds / quantile normalization with exact inverses
+- ``sampling/``: action chunks cut inside episodes (``chunks``), dataset mixtures (``mixtures``)
 """

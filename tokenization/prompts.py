@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bins import UniformBins
+from .tokenizers.bins import UniformBins
 
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"

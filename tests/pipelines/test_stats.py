@@ -15,7 +15,9 @@ import pytest
 from vlaflow.pipelines.ingest import IngestConfig, run_ingest
 from vlaflow.pipelines.stats import STATS, STATS_COLUMNS, partial_from_table, run_stats
 from vlaflow.schemas import ACTION, STATE, Col, InputError
-from vlaflow.tokenization.statistics import QUANTILE_KEYS, QUANTILES, StatsAccumulator, StatsSpec, kll_rank_error
+from vlaflow.tokenization.statistics.accumulator import StatsAccumulator
+from vlaflow.tokenization.statistics.kll import kll_rank_error
+from vlaflow.tokenization.statistics.spec import QUANTILE_KEYS, QUANTILES, StatsSpec
 
 pytestmark = pytest.mark.slow
 

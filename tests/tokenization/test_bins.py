@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlaflow.tokenization.bins import BinActionTokenizer, ReservedIds, UniformBins
-from vlaflow.tokenization.chunks import action_chunks
-from vlaflow.tokenization.normalize import Normalizer
+from vlaflow.tokenization.tokenizers.bins import BinActionTokenizer, ReservedIds, UniformBins
+from vlaflow.tokenization.sampling.chunks import action_chunks
+from vlaflow.tokenization.normalization import Normalizer
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlaflow.tokenization.chunks import action_chunks
-from vlaflow.tokenization.fast import FASTActionTokenizer, FASTTokenizer, dct, dct_matrix, idct
-from vlaflow.tokenization.normalize import Normalizer
+from vlaflow.tokenization.sampling.chunks import action_chunks
+from vlaflow.tokenization.tokenizers.fast import FASTActionTokenizer, FASTTokenizer, dct, dct_matrix, idct
+from vlaflow.tokenization.normalization import Normalizer
 
 H = 5
 

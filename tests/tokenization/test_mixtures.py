@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlaflow.tokenization.mixtures import (OXE_MAGIC_SOUP, PRESETS, Mixture, MixtureSampler, datasets_from_manifest,
-                                           get_mixture)
+from vlaflow.schemas import InputError
+from vlaflow.tokenization.sampling.mixtures import (OXE_MAGIC_SOUP, PRESETS, Mixture, MixtureSampler, catalog_datasets,
+                                                    get_mixture)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,7 @@ def test_magic_soup_covers_the_supported_open_x_manipulation_datasets():
     plus = get_mixture("oxe_magic_soup_plus").resolve(ds)
     assert plus["droid"] / plus["bridge_dataset"] == pytest.approx(0.06)
     assert "berkeley_gnm_recon" in get_mixture("oxe_flex").resolve(ds)
-    with pytest.raises(KeyError, match="presets"):
+    with pytest.raises(InputError, match="presets: oxe_flex, oxe_magic_soup"):
         get_mixture("soup")
 
 
@@ -67,15 +68,49 @@ def test_unified_preset_splits_by_task_family():
     assert p["berkeley_gnm_recon"] > 0  # Open-X navigation joins the navigation share
 
 
-def test_balance_by_size_and_the_real_manifest(bridge_ingest):
+def test_balance_by_size_and_the_real_catalog(bridge_ingest):
     out, _ = bridge_ingest
     manifest = json.loads((Path(out) / "meta/manifest.json").read_text())
-    ds = datasets_from_manifest(manifest)
-    assert ds == {"bridge_dataset": {"task_family": "manipulation", "rows": 500}}
+    ds = catalog_datasets(manifest)
+    assert set(ds) == {"bridge_dataset"}
+    bridge = ds["bridge_dataset"]
+    assert bridge == {**manifest["datasets"]["bridge_dataset"], "rows": 500, "episodes": 50}
+    assert bridge["task_family"] == "manipulation" and bridge["embodiment"] == "widowx_250"
     assert get_mixture("oxe_magic_soup").resolve(ds) == {"bridge_dataset": 1.0}
     both = ds | {"kuka": {"task_family": "manipulation", "rows": 1500}}
     bal = get_mixture("oxe_magic_soup").resolve(both, balance=True)
     assert bal["kuka"] / bal["bridge_dataset"] == pytest.approx(0.8341046294 * 3)
-    with pytest.raises(ValueError, match="none of the datasets"):
+    with pytest.raises(InputError, match="selects none of the corpus' datasets: bridge_dataset$"):
         Mixture("x", {"toto": 1.0}).resolve(ds)
+    with pytest.raises(InputError, match="needs the size"):
+        get_mixture("uniform").resolve({"a": {"task_family": "navigation"}}, balance=True)
     assert set(PRESETS) >= {"oxe_magic_soup", "unified", "uniform"}
+
+
+def test_user_weights_from_a_corpus_replace_the_preset_and_must_name_its_datasets(bridge_ingest):
+    """Two catalogs' datasets in one corpus (the real Bridge entry and a navigation one); the corpus YAML's
+    weights override the preset per dataset."""
+    out, _ = bridge_ingest
+    catalog = catalog_datasets(json.loads((Path(out) / "meta/manifest.json").read_text()))
+    catalog["r2r"] = {"task_family": "navigation", "embodiment": "vln_agent", "rows": 200, "episodes": 20}
+    p = get_mixture("uniform").resolve(catalog, weights={"bridge_dataset": 3.0})
+    assert p == pytest.approx({"bridge_dataset": 0.75, "r2r": 0.25})
+    assert get_mixture("uniform").resolve(catalog, weights={"r2r": 0}) == {"bridge_dataset": 1.0}
+    # oxe_magic_soup has no weight for r2r: the user's weight adds it
+    assert get_mixture("oxe_magic_soup").resolve(catalog, weights={"r2r": 1.0}) == pytest.approx(
+        {"bridge_dataset": 0.5, "r2r": 0.5})
+    # family preset: the user's weight moves shares inside a family, never across families
+    fam = get_mixture("unified").resolve(catalog | {"kuka": {"task_family": "manipulation", "rows": 1}},
+                                         weights={"kuka": 2.0})
+    assert fam["kuka"] / fam["bridge_dataset"] == pytest.approx(2.0)
+    assert fam["r2r"] == pytest.approx(0.25 / 0.85)
+    with pytest.raises(InputError) as err:
+        get_mixture("uniform").resolve(catalog, weights={"bridge": 1.0, "r2r": 1.0})
+    assert str(err.value) == "mixture weights name dataset(s) bridge not in the corpus; it has: bridge_dataset, r2r"
+    for bad in (-1.0, float("nan"), "2"):
+        with pytest.raises(InputError, match="finite number"):
+            get_mixture("uniform").resolve(catalog, weights={"r2r": bad})
+    broken = {"datasets": {}, "shards": [{"path": "data/x/train/chunk-000/shard-00000.parquet", "dataset": "x",
+                                          "rows": 1, "episodes": 1}]}
+    with pytest.raises(InputError, match="catalog lacks"):
+        catalog_datasets(broken)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from vlaflow.schemas import ACTION, STATE, get_embodiment
-from vlaflow.tokenization.bins import BinActionTokenizer
-from vlaflow.tokenization.chunks import action_chunks
-from vlaflow.tokenization.fast import FASTActionTokenizer, FASTTokenizer
-from vlaflow.tokenization.normalize import Normalizer
+from vlaflow.tokenization.tokenizers.bins import BinActionTokenizer
+from vlaflow.tokenization.sampling.chunks import action_chunks
+from vlaflow.tokenization.tokenizers.fast import FASTActionTokenizer, FASTTokenizer
+from vlaflow.tokenization.normalization import Normalizer
 from vlaflow.tokenization.prompts import IGNORE, PromptBuilder, nav_commands_text, parse_nav_text, state_text
 
 GROUP = ("bridge_dataset", "widowx_250")

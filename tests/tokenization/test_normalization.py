@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vlaflow.schemas import ACTION, STATE
-from vlaflow.tokenization.normalize import Normalizer
+from vlaflow.tokenization.normalization import Normalizer
 
 GROUP = dict(dataset="bridge_dataset", embodiment="widowx_250")
 

@@ -1,4 +1,9 @@
-"""Named sampling mixtures across datasets and a seeded sampler that follows them.
+"""Named sampling mixtures across a corpus' datasets and a seeded sampler that follows them.
+
+A mixture resolves against the corpus catalog (``datasets`` of ``meta/manifest.json``: name →
+DatasetInfo json; ``catalog_datasets`` adds row/episode counts) and, optionally, the user's
+per-dataset weights from a corpus YAML, which replace the preset's weight for the datasets they name
+and may name only datasets the corpus has.
 
 A ``Mixture`` holds explicit per-dataset weights and, optionally, per-task-family weights:
 
@@ -26,9 +31,13 @@ Open-X datasets vlaflow has specs for, ``converters/openx_rlds/specs/``):
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from vlaflow.schemas import InputError
 
 OXE_MAGIC_SOUP = {
     "fractal20220817_data": 0.54087122203,
@@ -50,17 +59,33 @@ class Mixture:
     default_weight: float = 0.0  # weight of a present dataset the preset does not name
     description: str = ""
 
-    def resolve(self, datasets: dict[str, dict], balance: bool = False) -> dict[str, float]:
-        """Sampling probabilities over the ``datasets`` present: {name: {"task_family", "rows"}}.
+    def resolve(self, datasets: Mapping[str, Mapping], weights: Mapping[str, float] | None = None,
+                balance: bool = False) -> dict[str, float]:
+        """Sampling probabilities over a corpus catalog's datasets: {dataset: probability}, summing to 1,
+        zero-weight datasets omitted.
 
-        Returns {dataset: probability} (summing to 1, zero-weight datasets omitted).
+        ``datasets``: the catalog, {name: DatasetInfo json} (``task_family``; ``rows`` when ``balance``),
+        e.g. ``catalog_datasets(manifest)``. ``weights``: the user's per-dataset weights (a corpus
+        YAML's); each replaces the mixture's own weight for its dataset (0 leaves it out) and must
+        name a dataset of the catalog.
         """
+        own = dict(self.weights)
+        if weights:
+            unknown = sorted(str(n) for n in set(weights) - set(datasets))
+            if unknown:
+                raise InputError(f"mixture weights name dataset(s) {', '.join(unknown)} not in the corpus; "
+                                 f"it has: {', '.join(sorted(datasets)) or 'no datasets'}")
+            for n, w in weights.items():
+                if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
+                    raise InputError(f"mixture weight of {n!r} must be a finite number >= 0, got {w!r}")
+            own.update({n: float(w) for n, w in weights.items()})
+
         def weight(name):
-            w = self.weights.get(name, self.default_weight)
+            w = own.get(name, self.default_weight)
             if balance and w > 0:
                 rows = datasets[name].get("rows")
                 if rows is None:
-                    raise ValueError(f"balance=True needs the size (rows) of {name!r}")
+                    raise InputError(f"mixture {self.name!r} with balance needs the size (rows) of {name!r}")
                 w *= float(rows)
             return w
 
@@ -70,7 +95,9 @@ class Mixture:
             raw = {}
             present = {}
             for n in sorted(datasets):
-                fam = datasets[n].get("task_family", "manipulation")
+                fam = datasets[n].get("task_family")
+                if fam is None:
+                    raise InputError(f"mixture {self.name!r} splits by task family, but {n!r} has no task_family")
                 if self.families.get(fam, 0) > 0 and weight(n) > 0:
                     present.setdefault(fam, []).append(n)
             total_fam = sum(self.families[f] for f in present)
@@ -81,7 +108,8 @@ class Mixture:
         raw = {n: w for n, w in raw.items() if w > 0}
         total = sum(raw.values())
         if not raw or total <= 0:
-            raise ValueError(f"mixture {self.name!r} selects none of the datasets present: {sorted(datasets)}")
+            raise InputError(f"mixture {self.name!r} selects none of the corpus' datasets: "
+                             f"{', '.join(sorted(datasets)) or 'none'}")
         return {n: w / total for n, w in raw.items()}
 
 
@@ -103,15 +131,18 @@ def get_mixture(name: str) -> Mixture:
     try:
         return PRESETS[name]
     except KeyError:
-        raise KeyError(f"unknown mixture {name!r}; presets: {sorted(PRESETS)}") from None
+        raise InputError(f"unknown mixture {name!r}; presets: {', '.join(sorted(PRESETS))}") from None
 
 
-def datasets_from_manifest(manifest: dict) -> dict[str, dict]:
-    """{dataset: {task_family, rows}} from an ingest's ``meta/manifest.json`` (a parsed dict)."""
-    out = {n: {"task_family": m.get("task_family", "manipulation"), "rows": 0}
-           for n, m in manifest.get("datasets", {}).items()}
+def catalog_datasets(manifest: Mapping) -> dict[str, dict]:
+    """A manifest's dataset catalog (an ingest's or a corpus') with ``rows`` and ``episodes`` counted
+    from its shards: the ``datasets`` mapping ``Mixture.resolve`` takes."""
+    out = {n: {**info, "rows": 0, "episodes": 0} for n, info in manifest.get("datasets", {}).items()}
     for s in manifest.get("shards", []):
-        out.setdefault(s["dataset"], {"task_family": "manipulation", "rows": 0})["rows"] += s["rows"]
+        if s["dataset"] not in out:
+            raise InputError(f"manifest shard {s.get('path')!r} belongs to {s['dataset']!r}, which its catalog lacks")
+        out[s["dataset"]]["rows"] += s["rows"]
+        out[s["dataset"]]["episodes"] += s["episodes"]
     return out
 
 

@@ -21,7 +21,7 @@ from vlaflow.pipelines.layout import EPISODES, LEDGER, MANIFEST, QUARANTINE, dat
 from vlaflow.pipelines.stats import run_stats
 from vlaflow.pipelines.validate import validate_output
 from vlaflow.schemas import InputError, SpecError
-from vlaflow.tokenization.statistics import StatsAccumulator
+from vlaflow.tokenization.statistics.accumulator import StatsAccumulator
 
 
 def _bridge(tmp: Path, name: str = "bridge_dataset", episodes: int = 6, seed: int = 0) -> Path:

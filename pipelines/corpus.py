@@ -147,6 +147,21 @@ class Corpus:
     def weights(self) -> dict[str, float]:
         return {n: float(w) for r in self.roots for n, w in r.weights.items()}
 
+    def catalog(self) -> dict[str, dict]:
+        """name -> DatasetInfo json with ``rows`` and ``episodes``: what mixtures resolve against."""
+        out = {}
+        for r in self.roots:
+            for n in r.datasets:
+                totals = r.manifest.ingests[n]["totals"]
+                out[n] = {**r.manifest.datasets[n], "rows": totals["rows"], "episodes": totals["episodes"]}
+        return out
+
+    def mixture(self, name: str = "uniform", balance: bool = False) -> dict[str, float]:
+        """Sampling probabilities of a mixture preset over this corpus, the corpus YAML's weights applied."""
+        from vlaflow.tokenization.sampling.mixtures import get_mixture
+
+        return get_mixture(name).resolve(self.catalog(), self.weights(), balance)
+
     def root_of(self, dataset: str) -> CorpusRoot:
         try:
             return self._where[dataset]

@@ -136,6 +136,13 @@ def test_corpus_yaml_spans_roots_with_weights(two_family_root, tmp_path):
         c.episodes()["dataset"].cast("string"), "egodex"))["episode_id"][0].as_py()
     steps = c.read_episode(ep, columns=["episode_id", "step_index"])
     assert steps["step_index"].to_pylist() == list(range(steps.num_rows)) and steps.num_rows > 0
+    # mixtures resolve against the catalog, the YAML's weights applied over the preset's
+    eps = c.episodes().to_pylist()
+    assert c.catalog()["egodex"]["rows"] == sum(e["length"] for e in eps if e["dataset"] == "egodex") > 0
+    assert c.catalog()["bridge_dataset"]["task_family"] == "manipulation"
+    assert c.mixture("uniform") == pytest.approx({"bridge_dataset": 1 / 1.25, "egodex": 0.25 / 1.25})
+    unified = c.mixture("unified")
+    assert unified["egodex"] == pytest.approx(0.1 / 0.7) and sum(unified.values()) == pytest.approx(1)
     res = run_stats(str(doc), executor="local")
     assert Path(res.path) == tmp_path / "mix.stats.json"
     assert {g["dataset"] for g in res.stats["groups"].values()} == {"bridge_dataset", "egodex"}

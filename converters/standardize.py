@@ -9,6 +9,7 @@ converter actually used back as such a dict.
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -148,7 +149,9 @@ def spec_from_dict(d: dict, source: str = "<dict>") -> DatasetSpec:
     derive = []
     for i, e in enumerate(_entries(d, "derive", source, ("out", "fn", "input"))):
         if e["fn"] not in table:
-            raise SpecError(f"{source}: derive[{i}].fn: unknown transform {e['fn']!r}; known: {sorted(table)}")
+            near = difflib.get_close_matches(e["fn"], list(table), n=1)
+            raise SpecError(f"{source}: derive[{i}].fn: unknown transform {e['fn']!r}; "
+                            + (f"did you mean {near[0]!r}?" if near else f"known: {', '.join(sorted(table))}"))
         params = e.get("params") or {}
         if not isinstance(params, dict):
             raise SpecError(f"{source}: derive[{i}].params: expected a mapping, got {params!r:.60}")

@@ -38,15 +38,6 @@ STATS_COLUMNS = [Col.DATASET, Col.EMBODIMENT, Col.IS_FIRST, Col.ACTION, Col.ACTI
                  Col.STATE, Col.STATE_MASK, Col.TRAJECTORY, Col.TRAJECTORY_MASK]
 
 
-@dataclass
-class StatsResult:
-    stats: dict
-    cached: bool
-    seconds: float
-    path: str
-    ray: str = ""
-
-
 def _fixed(col, width: int, dtype) -> np.ndarray:
     """A fixed_size_list column → [N, width] NumPy (offsets of sliced chunks handled by flatten)."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col

@@ -9,7 +9,7 @@ import pytest
 
 from vlaflow.converters.base import ConverterOptions, Rejected
 from vlaflow.converters.ego import VideoTrajectoryConverter
-from vlaflow.converters.ego.video import ClipEncoder
+from vlaflow.media import ClipEncoder
 from vlaflow.schemas import TRAJECTORY, Episode, validate_episode
 
 W, H, FPS, N = 160, 120, 30, 45

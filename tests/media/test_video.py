@@ -146,3 +146,17 @@ def test_grid_point_on_the_last_frame_keeps_it():
     idx = VideoIndex(np.arange(300, dtype=np.int64) * 1001, Fraction(1, 30000), 64, 48, rate)
     assert sample_indices(idx.timestamps_ns, rate).tolist() == list(range(300))
     assert sample_indices(idx.timestamps_ns, Fraction(10)).tolist()[-1] == 297  # 9.9099 s: grid point 9.9 s
+
+
+def test_media_sees_only_schemas():
+    """The layering rule, from the source: media/ imports no converter, pipeline or tokenizer module."""
+    import ast
+    from pathlib import Path
+
+    for path in (Path(__file__).parents[2] / "media").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert not name.startswith("vlaflow.") or name.startswith(("vlaflow.schemas", "vlaflow.media")), \
+                    (path.name, name)

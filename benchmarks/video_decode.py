@@ -19,10 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vlaflow.converters.ego.video import ClipEncoder, DecordDecoder, PyAVDecoder, encode_jpeg, probe, sample_indices
-from vlaflow.pipelines.frames import FrameReader
-from vlaflow.pipelines.storage import Output
-from vlaflow.pipelines.video_store import ShardVideos
+from vlaflow.media import (ClipEncoder, DecordDecoder, FrameReader, PyAVDecoder, ShardVideos, encode_image, probe,
+                           resolve, sample_indices)
 from vlaflow.schemas import VideoClip
 
 
@@ -88,7 +86,7 @@ def main():
           f"decord {len(sparse) / t_dec_s:.1f}/s")
 
     print("\n(2) storage: encode throughput and size per frame")
-    t_jpg, jpgs = timed(lambda: [encode_jpeg(a, 90) for a in frames], 2)
+    t_jpg, jpgs = timed(lambda: [encode_image(a, "jpeg", 90) for a in frames], 2)
     print(f"  jpeg q90      {n / t_jpg:8.1f} frames/s  {np.mean([len(j) for j in jpgs]) / 1e3:7.1f} kB/frame")
     clips = {}
     for codec, gop in (("h264", 10), ("h264", 2), ("av1", 10)):
@@ -111,7 +109,7 @@ def main():
     print(f"  jpeg bytes      random {args.reads / t:8.1f}   sequential {n / timed(lambda: [np.asarray(Image.open(io.BytesIO(j)).convert('RGB')) for j in jpgs], 2)[0]:8.1f}")
     for (codec, gop), data in clips.items():
         root = tmp / f"out-{codec}-{gop}"
-        store = ShardVideos(Output(str(root)), "data/b/train/chunk-000/shard-00000.parquet")
+        store = ShardVideos(*resolve(str(root)), lambda role, part: f"videos/b/shard-00000.{role}.{part}.mp4")
         ref = store.append("primary", VideoClip(frame_index=np.arange(n, dtype=np.int32), data=data))
         store.close()
         for backend in ("pyav", "decord"):

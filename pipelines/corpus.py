@@ -25,10 +25,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from vlaflow.media.fs import is_safe_rel
 from vlaflow.schemas import SCHEMA_VERSION, EpCol, InputError, SpecError, schema_metadata
 from vlaflow.schemas.embodiment import EmbodimentRegistry
 
-from .layout import DATASETS_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE, is_safe_rel
+from .layout import DATASETS_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE
 from .metadata import CorpusManifest, DatasetManifest, IngestEntry, Ledger, ShardEntry, totals
 from .storage import Output
 

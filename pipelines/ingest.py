@@ -19,6 +19,7 @@ import yaml
 from vlaflow.converters import Converter, ConverterOptions, Rejected
 from vlaflow.converters import load as load_converter
 from vlaflow.converters import sniff as sniff_converter
+from vlaflow.media import FrameStorage
 from vlaflow.schemas import (SCHEMA_VERSION, Episode, EpisodeError, InputError, episode_row, episodes_table,
                              episodes_to_table, schema_metadata, step_schema, validate_episode)
 from vlaflow.schemas.invariants import check_step_table
@@ -115,6 +116,7 @@ def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> Gro
     conv = converter_for(stage.converter, stage.input, stage.options)
     out = Output(stage.output_uri)
     schema = step_schema(stage.datasets_meta)
+    frames = FrameStorage.from_options(stage.options.extra)  # --opt storage: applied here, for every converter
     writer: ShardWriter | None = None
     rows, rejected, batch = [], [], []
     steps_in = batch_bytes = 0
@@ -148,6 +150,7 @@ def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> Gro
                 steps_in += item.length
                 progress(1, item.length)
                 try:
+                    item = frames.apply(item)
                     validate_episode(item, verify_images=stage.verify_images)
                 except EpisodeError as err:
                     rejected.append(Rejected.from_error(item.episode_id, err, f"{item.source_file}#"
@@ -222,6 +225,7 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
     if cfg.converter == "auto":
         cfg.converter = sniff_converter(cfg.input)
     executor = make_executor(cfg.executor, cfg.num_cpus)
+    FrameStorage.from_options(cfg.options.extra)  # a bad storage option fails here, in one line
     conv = load_converter(cfg.converter)(cfg.input, cfg.options)
     infos = conv.datasets()
     if len(infos) != 1:

@@ -48,13 +48,6 @@ def shard_path(dataset: str, split: str, index: int) -> str:
                           f"chunk-{folder:03d}", f"shard-{index:05d}.parquet")
 
 
-def is_safe_rel(rel) -> bool:
-    """A path read from data (manifest, frame references) that stays inside the output root."""
-    if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "\\" in rel or ":" in rel:
-        return False
-    return all(part not in ("", ".", "..") for part in rel.split("/"))
-
-
 def video_path(shard_rel: str, role: str, part: int = 0) -> str:
     """``data/<ds>/<split>/chunk-000/shard-00000.parquet`` → ``videos/<ds>/<split>/chunk-000/shard-00000.<role>.mp4``."""
     rel = posixpath.relpath(shard_rel, DATA_DIR).rsplit(".", 1)[0]

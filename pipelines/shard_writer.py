@@ -6,14 +6,16 @@ worker's memory grow with the shard. Here episodes stream through a bounded buff
 """
 from __future__ import annotations
 
+from functools import partial
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlaflow.media.shard_videos import ShardVideos
 from vlaflow.schemas import Col
 
-from .layout import ROW_GROUP_BYTES, ZSTD_LEVEL
+from .layout import ROW_GROUP_BYTES, ZSTD_LEVEL, video_path
 from .storage import HashingWriter, Output
-from .video_store import ShardVideos
 
 
 def _leaves(name: str, t: pa.DataType) -> list[str]:
@@ -106,7 +108,7 @@ class ShardWriter:
     def videos(self) -> ShardVideos:
         """The shard's MP4s, opened when the first episode stored as video arrives."""
         if self._videos is None:
-            self._videos = ShardVideos(self.out, self.rel)
+            self._videos = ShardVideos(self.out.fs, self.out.root, partial(video_path, self.rel))
         return self._videos
 
     def add(self, table: pa.Table, episodes: int) -> None:

@@ -8,7 +8,7 @@ import posixpath
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from vlaflow.converters.fs import resolve
+from vlaflow.media.fs import resolve
 
 
 class Output:

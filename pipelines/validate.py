@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlaflow.media.fs import is_safe_rel
 from vlaflow.schemas import (SCHEMA_VERSION, Col, EpCol, UndecodableImage, check_image_bytes, read_schema_metadata,
                              step_schema)
 from vlaflow.schemas.columns import CAMERA_ROLES
@@ -19,7 +20,7 @@ from vlaflow.schemas.invariants import check_step_table, episode_starts
 from vlaflow.schemas.conventions import parse_fps
 
 from .corpus import Corpus
-from .layout import DATA_DIR, EPISODES, LEDGER, QUARANTINE, VIDEO_DIR, is_safe_rel
+from .layout import DATA_DIR, EPISODES, LEDGER, QUARANTINE, VIDEO_DIR
 from .metadata import DatasetManifest, Ledger
 from .storage import Output
 
@@ -87,8 +88,7 @@ def _check_shard(table: pa.Table, name: str, expected_prompts: dict, known_embod
 def _check_video(out: Output, v: dict) -> list[str]:
     """``--images`` for a shard MP4: it demuxes to the manifest's frame count and its first and last frames
     decode (a full decode would cost as much as reading the corpus)."""
-    from vlaflow.converters.ego.errors import UndecodableVideo
-    from vlaflow.converters.ego.video import PyAVDecoder, probe
+    from vlaflow.media import PyAVDecoder, UndecodableVideo, probe
 
     try:
         with out.fs.open_input_file(out.path(v["path"])) as f:

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from vlaflow.media import open_decoder, probe, sample_indices
 from vlaflow.schemas import (
     ACTION,
     STATE,
@@ -37,7 +39,7 @@ from ..sim.hdf5 import attr_str, natural_key, open_h5, safe_name
 from .errors import MissingFrames, MissingIntrinsics, NonFinitePose, PoseMismatch
 from .files import episode_key, local_root
 from .trajectory import Observations, build_chunks, cv_camera_from_world, pad_horizon
-from .video import VideoOptions, open_decoder, probe, sample_indices, store_frames
+from .video import VideoOptions, store_frames
 
 EMBODIMENT = "human_hands"
 TASK_FAMILY = "egocentric"

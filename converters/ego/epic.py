@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
+
+from vlaflow.media import nearest_frames, open_decoder, probe, resolve
 from vlaflow.schemas import (
     ACTION,
     STATE,
@@ -45,10 +47,9 @@ from vlaflow.schemas import (
 from vlaflow.schemas.conventions import NS_PER_S
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
-from ..fs import resolve
 from .errors import BadSegment, MissingFrames, MissingVideoInfo, UnsafePath
 from .trajectory import Observations, build_chunks, pad_horizon
-from .video import ClipEncoder, VideoOptions, nearest_frames, open_decoder, probe, store_frames
+from .video import VideoOptions, store_frames
 
 EMBODIMENT = "human_egocentric"
 TASK_FAMILY = "egocentric"
@@ -313,8 +314,8 @@ class EpicKitchensConverter(Converter):
                 if tracker is not None:
                     for data in images:
                         tracker.add(_rgb(data))
-                if self.video.storage == "mp4":
-                    images, clip = None, _clip_from_jpegs(images, self.video)
+                if self.video.storage.as_video:
+                    images, clip = None, self.video.storage.clip(map(_rgb, images), self.rate)
             else:
                 if source is None or source.path != media[1]:
                     if source is not None:
@@ -391,15 +392,6 @@ def _rgb(data: bytes) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def _clip_from_jpegs(images: list[bytes], opts: VideoOptions):
-    from vlaflow.schemas import VideoClip
-
-    enc = ClipEncoder(opts.rate_hz, opts.codec, opts.gop, opts.crf)
-    for data in images:
-        enc.add(_rgb(data))
-    return VideoClip(frame_index=np.arange(len(images), dtype=np.int32), data=enc.finish())
 
 
 class _VideoSource:

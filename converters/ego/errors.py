@@ -28,12 +28,6 @@ class UnsafePath(EpisodeError):
     code = "unsafe_path"
 
 
-class UndecodableVideo(EpisodeError):
-    """A video that cannot be opened, demuxed or decoded (truncated, corrupt, no video stream)."""
-
-    code = "undecodable_video"
-
-
 class PoseMismatch(EpisodeError):
     """Pose frames and video frames disagree beyond the tolerance (``--opt max_frame_mismatch``)."""
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vlaflow.media.fs import resolve
 from vlaflow.schemas import InputError
 
-from ..fs import resolve
 from ..sim.hdf5 import safe_name
 
 

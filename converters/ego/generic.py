@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from vlaflow.media import open_decoder, probe, sample_indices
 from vlaflow.schemas import (
     ACTION,
     STATE,
@@ -48,7 +50,7 @@ from ..sim.hdf5 import natural_key, safe_name
 from .errors import MissingFrames, MissingIntrinsics, NonFinitePose, UnsafePath
 from .files import episode_key, local_root
 from .trajectory import Observations, build_chunks, cv_camera_from_world, pad_horizon
-from .video import VideoOptions, open_decoder, probe, sample_indices, store_frames
+from .video import VideoOptions, store_frames
 
 EMBODIMENT = "video_traces"
 TASK_FAMILY = "trajectory"

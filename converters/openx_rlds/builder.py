@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow.fs as pafs
 
+from vlaflow.media.fs import resolve
 from vlaflow.schemas import InputError
-
-from ..fs import resolve
 
 SHARD_RE = re.compile(
     r"^(?P<name>.+)-(?P<split>[^-.]+)\.(?P<fmt>tfrecord)-(?P<idx>\d{5,})(?:-of-(?P<n>\d{5,}))?$")

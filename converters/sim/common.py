@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from vlaflow.media import FORMATS, STORAGE_OPTION_KEYS
 from vlaflow.schemas import (DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError, NonFiniteValue,
                              parse_fps, step_timestamps_ns)
 from vlaflow.schemas.columns import IMAGE_TRANSFORMS
@@ -25,12 +26,11 @@ from ..standardize import (DatasetSpec, last_action_invalid, load_spec, load_spe
                            standardize)
 from .errors import LengthMismatch, UnreadableFile
 from .hdf5 import SourceFile, classified, classify_input, natural_key, safe_name, scan_input
-from .images import FORMATS
 
 log = logging.getLogger(__name__)
 
 SPEC_DIR = Path(__file__).parent / "specs"
-COMMON_OPTIONS = {"dataset", "embodiment", "fps", "image_format"}
+COMMON_OPTIONS = {"dataset", "embodiment", "fps", "image_format"} | STORAGE_OPTION_KEYS
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError)
 
 

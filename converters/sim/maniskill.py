@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from vlaflow.media.images import encode_frames
 from vlaflow.schemas import EpisodeError, FeatureMismatch, InputError
 
 from ..base import ReadItem, WorkUnit
@@ -23,7 +24,6 @@ from ..standardize import DatasetSpec
 from .common import EpisodeEntry, SimConverter, concat_raw, raw_key_names, spec_named, specialize, words_from_name
 from .errors import LengthMismatch, MissingMetadata, UnreadableFile
 from .hdf5 import SourceFile, flat_datasets, natural_key, open_h5, safe_name, storage_bytes
-from .images import encode_frames
 
 SUPPORTED = ("pd_joint_pos", "pd_joint_delta_pos", "pd_ee_delta_pos", "pd_ee_delta_pose")
 _TASK_TEXT = {

@@ -19,6 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
+from vlaflow.media.images import encode_frames, orient
 from vlaflow.schemas import FeatureMismatch
 
 from ..base import ReadItem, WorkUnit
@@ -27,7 +28,6 @@ from .common import EpisodeEntry, SimConverter, concat_raw, raw_key_names, spec_
 from .errors import LengthMismatch, MissingDataGroup
 from .hdf5 import (SourceFile, attr_json, attr_str, demo_names, mjcf_qpos_index, open_h5, plain,
                    safe_name, storage_bytes)
-from .images import encode_frames, orient
 
 SPLIT_MASKS = ("train", "valid", "test")
 # Datasets of a demo that the converter reads itself; anything else is "extra" (kept if it aligns).

@@ -23,13 +23,14 @@ from typing import Iterator
 
 import numpy as np
 
+from vlaflow.media.images import check_encoded, encode_frames
 from vlaflow.schemas import EpisodeError, FeatureMismatch
 
 from ..base import ReadItem, WorkUnit
 from .common import EpisodeEntry, SimConverter, concat_raw, raw_key_names, spec_named, specialize, words_from_name
 from .errors import LengthMismatch, UntrustedPickle
 from .hdf5 import SourceFile, attr_str, natural_key, open_h5, safe_name
-from .images import check_encoded, encode_frames, fix_opencv_jpegs, strip_padding
+from .images import fix_opencv_jpegs, strip_padding
 
 ROLE_OF_CAMERA = {"head_camera": "primary", "camera_head": "primary", "cam_high": "primary",
                   "front_camera": "secondary", "left_camera": "wrist_left", "cam_left_wrist": "wrist_left",

@@ -10,9 +10,9 @@ import zlib
 from typing import Iterator
 
 import pyarrow.fs as pafs
+from vlaflow.media.fs import resolve
 from vlaflow.schemas import InputError
 
-from ..fs import resolve
 from .errors import CorruptGzip, CorruptJson
 
 _GZ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError

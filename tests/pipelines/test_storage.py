@@ -1,6 +1,6 @@
 import pytest
 
-from vlaflow.converters.fs import resolve
+from vlaflow.media.fs import resolve
 from vlaflow.pipelines.storage import Output
 from vlaflow.schemas import InputError
 

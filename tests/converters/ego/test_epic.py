@@ -233,7 +233,7 @@ def test_ingest_mp4_storage_end_to_end(ego_fixture, ray_local, tmp_path):
     """--opt storage=mp4 through Ray: shard MP4s listed in the manifest, references decode to the source frames."""
     import pyarrow.parquet as pq
     from PIL import Image
-    from vlaflow.pipelines.frames import FrameReader
+    from vlaflow.media import FrameReader
     from vlaflow.pipelines.ingest import IngestConfig, run_ingest
     from vlaflow.pipelines.validate import validate_output
 

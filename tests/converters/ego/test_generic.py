@@ -9,7 +9,7 @@ import pytest
 
 from vlaflow.converters.base import ConverterOptions, Rejected
 from vlaflow.converters.ego import VideoTrajectoryConverter
-from vlaflow.converters.ego.video import ClipEncoder
+from vlaflow.media import ClipEncoder
 from vlaflow.schemas import TRAJECTORY, Episode, validate_episode
 
 W, H, FPS, N = 160, 120, 30, 45
@@ -106,6 +106,21 @@ def test_options_are_checked(tmp_path):
     for bad in ({"horizon": "99"}, {"decoder": "opencv"}, {"storage": "gif"}, {"rate_hz": "0"}):
         with pytest.raises(InputError):
             convert(tmp_path, **bad)
+
+
+def test_storage_png_keeps_the_decoded_samples_exactly(tmp_path):
+    """The shared storage option reaches video converters: png frames are the decoded samples, bit for bit."""
+    from vlaflow.media import PyAVDecoder, decode_rgb, probe
+
+    write_video(tmp_path / "clip.mp4")
+    (tmp_path / "clip.json").write_text(json.dumps({"points": {"cup": [[1, 2]] * N}}))
+    _, (ep,) = convert(tmp_path, storage="png")
+    (_, (jpeg_ep,)) = convert(tmp_path)
+    frames = ep.images["primary"]
+    assert all(f[:4] == b"\x89PNG" for f in frames) and all(f[:2] == b"\xff\xd8" for f in jpeg_ep.images["primary"])
+    picks = ep.extra["video_frames"]
+    decoded = dict(PyAVDecoder(str(tmp_path / "clip.mp4"), probe(str(tmp_path / "clip.mp4"))).frames(picks))
+    assert all(np.array_equal(decode_rgb(f, "png"), decoded[i]) for f, i in zip(frames, picks))
 
 
 def test_camera_space_points_follow_the_camera_and_unposed_rows_are_masked(tmp_path):

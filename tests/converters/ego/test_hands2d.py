@@ -9,7 +9,7 @@ import pytest
 
 from vlaflow.converters.base import ConverterOptions
 from vlaflow.converters.ego.hands2d import TapDecoder, assign_sides
-from vlaflow.converters.ego.video import ClipEncoder, PyAVDecoder, probe
+from vlaflow.media import ClipEncoder, PyAVDecoder, probe
 
 REPO = Path(__file__).resolve().parents[3]
 FRAMES = Path(os.environ.get("VLAFLOW_SHARED", REPO.parent / "shared")) / "fixtures/ego/epic_fields_frames/P28_101"

@@ -1,6 +1,6 @@
 """Frames stored as video: a shard's episode clips are remuxed (not re-encoded) into one MP4 per camera.
 
-Every clip is an MP4 with one frame per step and no B-frames (``converters/ego/video.ClipEncoder``);
+Every clip is an MP4 with one frame per step and no B-frames (``video.ClipEncoder``);
 appending one copies its packets with their timestamps moved past the file's end, so an episode's
 frame ``i`` becomes file frame ``offset + i``. A clip whose codec or size differs from the open file
 starts the next file (``.1.mp4``). Files are written to a local temporary file (MP4 needs a seekable
@@ -11,16 +11,16 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
+import pyarrow.fs as pafs
 
 from vlaflow.schemas import VideoClip
-
-from .layout import video_path
-from .storage import Output
 
 
 class _File:
@@ -43,10 +43,11 @@ def _key(stream) -> tuple:
 
 
 class ShardVideos:
-    """Per camera role, the MP4 files of one shard."""
+    """Per camera role, the MP4 files of one shard: ``path_for(role, part)`` names them relative to ``root``
+    on ``fs`` (the output's layout is the caller's)."""
 
-    def __init__(self, out: Output, shard_rel: str):
-        self.out, self.shard_rel = out, shard_rel
+    def __init__(self, fs: pafs.FileSystem, root: str, path_for: Callable[[str, int], str]):
+        self.fs, self.root, self.path_for = fs, root, path_for
         self.tmpdir = tempfile.mkdtemp(prefix="vlaflow-video-")
         self.files: dict[str, list[_File]] = {}
 
@@ -59,7 +60,7 @@ class ShardVideos:
             ist = src.streams.video[0]
             files = self.files.setdefault(role, [])
             if not files or files[-1].key != _key(ist):
-                files.append(_File(video_path(self.shard_rel, role, len(files)), ist, self.tmpdir))
+                files.append(_File(self.path_for(role, len(files)), ist, self.tmpdir))
             f = files[-1]
             shift = 0 if f.end is None else f.end
             count, end, prev = 0, shift, None
@@ -99,10 +100,11 @@ class ShardVideos:
                         for chunk in iter(lambda: fh.read(1 << 20), b""):
                             h.update(chunk)
                     size = os.path.getsize(f.local)
-                    self.out.makedirs(f.rel.rsplit("/", 1)[0])
-                    with open(f.local, "rb") as src, self.out.fs.open_output_stream(self.out.path(f.rel) + ".tmp") as dst:
+                    dst_path = posixpath.join(self.root, f.rel)
+                    self.fs.create_dir(posixpath.dirname(dst_path), recursive=True)
+                    with open(f.local, "rb") as src, self.fs.open_output_stream(dst_path + ".tmp") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
-                    self.out.fs.move(self.out.path(f.rel) + ".tmp", self.out.path(f.rel))
+                    self.fs.move(dst_path + ".tmp", dst_path)
                     entries.append({"path": f.rel, "role": role, "frames": f.frames, "bytes": size,
                                     "sha256": h.hexdigest(), "codec": f.key[0], "width": f.key[1],
                                     "height": f.key[2]})

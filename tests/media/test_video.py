@@ -4,9 +4,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from vlaflow.converters.ego.errors import UndecodableVideo
-from vlaflow.converters.ego.video import (ClipEncoder, DecordDecoder, PyAVDecoder, VideoOptions, probe,
-                                          sample_indices, store_frames)
+from vlaflow.media import (ClipEncoder, DecordDecoder, FrameStorage, PyAVDecoder, UndecodableVideo, VideoIndex,
+                           decode_rgb, probe, sample_indices)
 
 # Irregular presentation times in ms (a phone stalling, bursting, dropping frames).
 PTS_MS = [0, 33, 66, 100, 150, 151, 300, 333, 500, 700, 701, 702, 900, 1000, 1034, 1500]
@@ -88,13 +87,16 @@ def test_both_decoders_return_exactly_the_sampled_frames(vfr):
         dec.close()
 
 
-def test_store_frames_modes(vfr):
+def test_frame_storage_encodes_samples_as_images_or_one_clip(vfr):
     idx = probe(str(vfr))
     picks = sample_indices(idx.timestamps_ns, Fraction(10))
-    jpegs, clip = store_frames(PyAVDecoder(str(vfr), idx), picks, VideoOptions())
-    assert clip is None and len(jpegs) == len(picks) and all(j[:2] == b"\xff\xd8" for j in jpegs)
-    images, clip = store_frames(PyAVDecoder(str(vfr), idx), picks, VideoOptions(storage="mp4", gop=3))
-    assert images is None and clip.frame_index.tolist() == list(range(len(picks)))
+    frames = [a for _, a in PyAVDecoder(str(vfr), idx).frames(picks)]
+    jpegs = [FrameStorage().encode_image(a) for a in frames]
+    pngs = [FrameStorage("png").encode_image(a) for a in frames]
+    assert all(j[:2] == b"\xff\xd8" for j in jpegs) and all(p[:4] == b"\x89PNG" for p in pngs)
+    assert all(np.array_equal(decode_rgb(p, "png"), a) for p, a in zip(pngs, frames))  # lossless
+    clip = FrameStorage("mp4", gop=3).clip(iter(frames), Fraction(10))
+    assert clip.frame_index.tolist() == list(range(len(picks)))
     import io
 
     cidx = probe(io.BytesIO(clip.data))
@@ -140,9 +142,21 @@ def io_bytes(data):
 
 def test_grid_point_on_the_last_frame_keeps_it():
     """29.97 fps timestamps are rounded to whole ns; sampling at the same rate must keep all 300 frames."""
-    from vlaflow.converters.ego.video import VideoIndex
-
     rate = Fraction(30000, 1001)
     idx = VideoIndex(np.arange(300, dtype=np.int64) * 1001, Fraction(1, 30000), 64, 48, rate)
     assert sample_indices(idx.timestamps_ns, rate).tolist() == list(range(300))
     assert sample_indices(idx.timestamps_ns, Fraction(10)).tolist()[-1] == 297  # 9.9099 s: grid point 9.9 s
+
+
+def test_media_sees_only_schemas():
+    """The layering rule, from the source: media/ imports no converter, pipeline or tokenizer module."""
+    import ast
+    from pathlib import Path
+
+    for path in (Path(__file__).parents[2] / "media").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert not name.startswith("vlaflow.") or name.startswith(("vlaflow.schemas", "vlaflow.media")), \
+                    (path.name, name)

@@ -144,7 +144,8 @@ def corpus(path: str = typer.Argument(..., help="a corpus root (folder or URI) o
         _fail(err)
     t = Table(title=f"corpus {path}")
     for col in ("dataset", "root", "converter", "embodiment", "family", "episodes", "steps", "quarantined", "weight"):
-        t.add_column(col, justify="right" if col in ("episodes", "steps", "quarantined", "weight") else "left")
+        t.add_column(col, justify="right" if col in ("episodes", "steps", "quarantined", "weight") else "left",
+                     no_wrap=col in ("dataset", "embodiment"))
     weights = c.weights()
     for r in c.roots:
         for name in r.datasets:

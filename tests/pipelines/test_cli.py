@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 VLAFLOW = [sys.executable, "-m", "vlaflow.pipelines.cli"]
-ENV = {**os.environ, "RAY_ADDRESS": ""}
+ENV = {**os.environ, "RAY_ADDRESS": "", "COLUMNS": "200"}  # rich tables as on a wide terminal
 
 
 def run(*args, env=None, timeout=300):

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from vlaflow.media.fs import is_safe_rel
-from vlaflow.schemas import SCHEMA_VERSION, EpCol, InputError, SpecError, schema_metadata
+from vlaflow.schemas import SCHEMA_VERSION, Col, EpCol, InputError, SpecError, schema_metadata
 from vlaflow.schemas.embodiment import EmbodimentRegistry
 
 from .layout import DATASETS_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE
@@ -100,6 +100,7 @@ class Corpus:
                                      "narrow one root with `datasets:`")
                 self._where[name] = r
         self._episodes: pa.Table | None = None
+        self._readers: dict = {}  # root uri -> FrameReader
 
     # ------------------------------------------------------------------------------------------- opening
     @classmethod
@@ -213,17 +214,35 @@ class Corpus:
             self._episodes = pa.concat_tables(parts, promote_options="default")
         return self._episodes
 
-    def read_episode(self, episode_id: str, columns: list[str] | None = None) -> pa.Table:
-        """An episode's steps, reading only its row group of its shard."""
+    def _locate(self, episode_id: str) -> tuple[dict, CorpusRoot]:
         eps = self.episodes()
         hit = pc.index(eps[EpCol.EPISODE_ID], episode_id).as_py()
         if hit < 0:
             raise InputError(f"episode {episode_id!r} is not in {self.source}")
         row = eps.slice(hit, 1).to_pylist()[0]
-        root = self.root_of(str(row[EpCol.DATASET]))
+        return row, self.root_of(str(row[EpCol.DATASET]))
+
+    def read_episode(self, episode_id: str, columns: list[str] | None = None) -> pa.Table:
+        """An episode's steps, reading only its row group of its shard."""
+        row, root = self._locate(episode_id)
         with root.out.fs.open_input_file(root.out.path(row[EpCol.SHARD_FILE])) as f:
             t = pq.ParquetFile(f).read_row_group(row[EpCol.ROW_GROUP], columns=columns)
-        return t.filter(pc.equal(t["episode_id"], episode_id))
+        return t.filter(pc.equal(t[Col.EPISODE_ID], episode_id))
+
+    def frames(self, episode_id: str, role: str) -> list:
+        """An episode's decoded RGB frames of one camera, one per step, whether stored as images or as MP4
+        references (one frame reader per root, its decoders in a bounded cache)."""
+        from vlaflow.media import FrameReader
+
+        _, root = self._locate(episode_id)
+        t = self.read_episode(episode_id, columns=[Col.EPISODE_ID, Col.IMAGES, Col.VIDEOS])
+        cams = [t[c].combine_chunks().field(role).to_pylist() if role in t.schema.field(c).type.names
+                else [None] * t.num_rows for c in (Col.IMAGES, Col.VIDEOS)]
+        if not any((i and i.get("bytes") is not None) or v for i, v in zip(*cams)):
+            raise InputError(f"episode {episode_id!r} has no frames for camera {role!r}")
+        if root.uri not in self._readers:
+            self._readers[root.uri] = FrameReader(root.uri)
+        return [self._readers[root.uri].frame(i, v) for i, v in zip(*cams)]
 
 
 def _open_root(path: str, datasets=None, weights=None, where: str | None = None) -> CorpusRoot:

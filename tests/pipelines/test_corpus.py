@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from vlaflow.converters import ConverterOptions
+from vlaflow.converters import ConverterOptions, openx_rlds
 from vlaflow.converters.ego.egodex_synth import write_egodex_episode
 from vlaflow.converters.openx_rlds.writer import write_sample_dataset
 from vlaflow.pipelines.cli import app
@@ -96,7 +97,7 @@ def test_corpus_stats_per_dataset_and_merged_per_embodiment(tmp_path):
     view equals a single accumulator over both datasets' rows."""
     root = tmp_path / "root"
     run_ingest(IngestConfig("openx_rlds", str(_bridge(tmp_path)), str(root), executor="local"))
-    builtin = Path(__import__("vlaflow.converters.openx_rlds", fromlist=["x"]).__file__).parent / "specs"
+    builtin = Path(openx_rlds.__file__).parent / "specs"
     spec = tmp_path / "spec.yaml"  # the same robot, published as a second dataset
     spec.write_text((builtin / "bridge_dataset.yaml").read_text().replace("dataset: bridge_dataset",
                                                                           "dataset: bridge_copy"))
@@ -132,8 +133,7 @@ def test_corpus_yaml_spans_roots_with_weights(two_family_root, tmp_path):
     assert sorted(c.datasets()) == ["bridge_dataset", "egodex"]
     assert c.root_of("bridge_dataset").uri.endswith("other") and c.weights() == {"egodex": 0.25}
     assert c.episodes().num_rows == 2 + 12  # egodex from the first root only, bridge from the second
-    ep = c.episodes().filter(__import__("pyarrow.compute", fromlist=["x"]).equal(
-        c.episodes()["dataset"].cast("string"), "egodex"))["episode_id"][0].as_py()
+    ep = c.episodes().filter(pc.equal(c.episodes()["dataset"].cast("string"), "egodex"))["episode_id"][0].as_py()
     steps = c.read_episode(ep, columns=["episode_id", "step_index"])
     assert steps["step_index"].to_pylist() == list(range(steps.num_rows)) and steps.num_rows > 0
     # mixtures resolve against the catalog, the YAML's weights applied over the preset's
@@ -166,3 +166,31 @@ def test_corpus_yaml_errors_are_one_line(two_family_root, tmp_path, text, messag
     with pytest.raises((InputError, SpecError)) as err:
         Corpus.open(str(doc))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_reader_decodes_an_episodes_frames_from_images_and_from_mp4(two_family_root, tmp_path):
+    import io
+
+    from PIL import Image
+
+    tmp, root, _, _ = two_family_root
+    c = Corpus.open(str(root))
+    eid = c.episodes().filter(pc.equal(c.episodes()["dataset"].cast("string"), "bridge_dataset"))["episode_id"][0].as_py()
+    steps = c.read_episode(eid, columns=["episode_id", "images"])
+    frames = c.frames(eid, "primary")
+    raw = steps["images"].combine_chunks().field("primary").field("bytes").to_pylist()
+    assert len(frames) == steps.num_rows == 5
+    for got, data in zip(frames, raw):
+        np.testing.assert_array_equal(got, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    with pytest.raises(InputError, match="no frames for camera 'wrist_left'"):
+        c.frames(eid, "wrist_left")
+    with pytest.raises(InputError, match="is not in"):
+        c.frames("nope/0", "primary")
+    # the same source stored as MP4 references: the reader decodes them to (nearly) the same pixels
+    mp4 = tmp_path / "mp4"
+    run_ingest(IngestConfig("openx_rlds", str(_bridge(tmp)), str(mp4), ConverterOptions(extra={"storage": "mp4"}),
+                            executor="local"))
+    video = Corpus.open(str(mp4)).frames(eid, "primary")
+    assert len(video) == len(frames)
+    err = np.mean([np.abs(a.astype(float) - b.astype(float)).mean() for a, b in zip(video, frames)])
+    assert err < 8.0

@@ -210,15 +210,18 @@ def _yaml(obj) -> bytes:
     return yaml.safe_dump(obj, sort_keys=True, allow_unicode=True).encode()
 
 
-def _write_specs(out: Output, conv: Converter, info) -> tuple[dict, str | None]:
-    """The resolved embodiment and dataset spec, so every later stage reads them from the output."""
-    emb = conv.embodiments.get(info.embodiment)
-    rel = embodiment_file(info.name, emb.id)
-    out.write_bytes(rel, _yaml(emb.to_dict()))
+def _write_specs(out: Output, conv: Converter, name: str, used: set[str]) -> tuple[dict, str | None]:
+    """The resolved embodiment specs of every embodiment the rows use and the dataset spec, so every later
+    stage reads them from the output."""
+    written = {}
+    for eid in sorted(used):
+        emb = conv.embodiments.get(eid)
+        written[emb.id] = embodiment_file(name, emb.id)
+        out.write_bytes(written[emb.id], _yaml(emb.to_dict()))
     spec = conv.resolved_spec()
     if spec is not None:
-        out.write_bytes(spec_file(info.name), _yaml(spec))
-    return {emb.id: rel}, spec_file(info.name) if spec is not None else None
+        out.write_bytes(spec_file(name), _yaml(spec))
+    return written, spec_file(name) if spec is not None else None
 
 
 def prepare(cfg: IngestConfig) -> IngestPlan:
@@ -284,8 +287,8 @@ def finalize(plan: IngestPlan, markers: list[GroupMarker]) -> tuple[DatasetManif
         warnings.extend(w for w in m.warnings if w not in warnings)
         if (entry := m.shard_entry()) is not None:
             shards.append(entry)
-    info = conv.datasets()[0]
-    embodiments, spec = _write_specs(out, conv, info)
+    used = {r["embodiment"] for r in rows} | {plan.stage.datasets_meta[name]["embodiment"]}
+    embodiments, spec = _write_specs(out, conv, name, used)
     out.write_bytes(dataset_file(name, EPISODES), parquet_bytes(episodes_table(rows)))
     out.write_bytes(dataset_file(name, QUARANTINE),
                     "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected).encode())

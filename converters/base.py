@@ -9,17 +9,28 @@ ends the unit.
 Registrations travel as data: the user's embodiment specs and dataset spec are parsed on the driver
 into ``ConverterOptions`` (plain dicts, pickled to workers with the options), and a converter resolves
 embodiment ids through ``self.embodiments``, never through process state.
+
+What every converter needs besides is here too, so a converter holds only its format: typed
+``--opt`` keys (``Options``, parsed once by ``Converter.__init__``), ``make_episode`` (flags, clock and
+prompt from ``datasets()``), and in ``units`` the splitting of inputs into work units by size.
 """
 from __future__ import annotations
 
 import abc
+import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Iterator, Literal, Union
 
-from vlaflow.schemas import DatasetInfo, EmbodimentRegistry, Episode, EpisodeError, load_embodiment_files
+from vlaflow.media import STORAGE_OPTION_KEYS, FrameStorage
+from vlaflow.schemas import DatasetInfo, EmbodimentRegistry, Episode, EpisodeError, InputError, load_embodiment_files
 
+from .episodes import EpisodeFactory
 from .standardize import load_spec_file
 
 
@@ -34,7 +45,9 @@ class WorkUnit:
     nbytes: int = 0  # source bytes, for packing units into shards
     offset: int = 0  # byte offset of `start`, where the format can seek
     file_index: int = 0  # position of the source file in its split, for stable episode ids
-    extra: tuple = ()
+    # What the converter learned while planning and needs to read the unit: a frozen dataclass it defines
+    # (picklable, and plain enough for ``dataclasses.asdict`` + JSON: the plan's fingerprint includes it).
+    payload: Any = None
 
 
 @dataclass
@@ -57,7 +70,7 @@ ReadItem = Union[Episode, Rejected]
 
 @dataclass
 class ConverterOptions:
-    """User options every converter accepts; converters read the keys they know from ``extra``.
+    """User options every converter accepts; ``extra`` (``--opt key=value``) is parsed into ``Converter.opts``.
 
     Everything here is plain data: the options are pickled to every worker.
     """
@@ -73,8 +86,16 @@ class ConverterOptions:
         if self.spec is None and self.spec_file:
             self.spec = load_spec_file(self.spec_file)
 
-    def flag(self, key: str) -> bool:
-        return str(self.extra.get(key, "")).lower() in ("1", "true", "yes", "on")
+
+def option(default, help: str, parse=None):
+    """A field of a converter's ``Options``: its default, one line of help, and optionally a parser
+    (``str -> value``, raising ValueError) where the field's type alone does not say how to read it."""
+    return field(default=default, metadata={"help": help, "parse": parse})
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a converter without ``--opt`` keys of its own."""
 
 
 @lru_cache(maxsize=None)
@@ -87,10 +108,18 @@ class Converter(abc.ABC):
     version: str = "0"
     description: str = ""
     embodiment_dir: Path | None = None  # a plugin's own embodiment YAMLs (shipped in its package)
+    # The ``--opt`` keys: a frozen dataclass whose fields (types, defaults, help) are the keys. Range checks
+    # go in its ``__post_init__`` (raise ValueError: the message becomes the user's one-line error).
+    Options: type = NoOptions
 
     def __init__(self, input_path: str, options: ConverterOptions | None = None):
         self.input_path = input_path
         self.options = options or ConverterOptions()
+        self.opts = parse_options(type(self).Options, self.options.extra, self.name)
+        # --opt storage & co. are the pipeline's (it applies them to every converter's frames); a converter that
+        # encodes decoded frames itself (video) encodes them as they will be stored.
+        self.frame_storage = FrameStorage.from_options(self.options.extra)
+        self._factory: EpisodeFactory | None = None
 
     @cached_property
     def embodiments(self) -> EmbodimentRegistry:
@@ -115,7 +144,7 @@ class Converter(abc.ABC):
 
     @abc.abstractmethod
     def plan(self, target_bytes: int) -> list[WorkUnit]:
-        """Work units in a deterministic order; a unit above ``target_bytes`` should be split."""
+        """Work units in a deterministic order; a unit above ``target_bytes`` should be split (``units``)."""
 
     @abc.abstractmethod
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
@@ -123,3 +152,98 @@ class Converter(abc.ABC):
 
     def warnings(self) -> list[str]:
         return []
+
+    def make_episode(self, episode_id: str, **arrays) -> Episode:
+        """An episode of ``datasets()[0]``: see ``EpisodeFactory.__call__`` for what is filled in."""
+        if self._factory is None:
+            info = self.datasets()[0]
+            self._factory = EpisodeFactory(info.name, info.task_family, info.embodiment, info.fps,
+                                           self.embodiments.get)
+        return self._factory(episode_id, **arrays)
+
+
+# -- typed options --------------------------------------------------------------------------------
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_options(cls: type, extra: dict, who: str):
+    """``--opt`` strings → ``cls``; an unknown key or a bad value is a one-line InputError."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(extra) - set(fields) - STORAGE_OPTION_KEYS)
+    if unknown:
+        known = ", ".join(sorted(set(fields) | STORAGE_OPTION_KEYS))
+        raise InputError(f"converter {who}: unknown --opt {', '.join(unknown)} (it knows {known})")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in extra.items():
+        if key not in fields:
+            continue  # a pipeline key this converter does not read
+        try:
+            values[key] = _coerce(value, hints[key], fields[key].metadata.get("parse"))
+        except (ValueError, ArithmeticError):
+            raise InputError(f"converter {who}: --opt {key}={value!r}: expected {_expected(hints[key])}") from None
+    try:
+        return cls(**values)
+    except ValueError as err:
+        raise InputError(f"converter {who}: {err}") from None
+
+
+def _optional(tp) -> tuple[bool, Any]:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and len(typing.get_args(tp)) == 2:
+            return True, inner[0]
+    return False, tp
+
+
+def _coerce(value, tp, parse=None):
+    optional, tp = _optional(tp)
+    text = str(value).strip()
+    if optional and (value is None or text == ""):
+        return None
+    if parse is not None:
+        return parse(text)
+    if typing.get_origin(tp) is Literal:
+        for choice in typing.get_args(tp):
+            if value == choice or text == str(choice):
+                return choice
+        raise ValueError(text)
+    if tp is bool:
+        if isinstance(value, bool) or text.lower() in _TRUE + _FALSE:
+            return value if isinstance(value, bool) else text.lower() in _TRUE
+        raise ValueError(text)
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(text)
+        return int(text)
+    if tp is float:
+        out = float(text)
+        if not math.isfinite(out):
+            raise ValueError(text)
+        return out
+    if tp is Fraction:
+        return Fraction(text)
+    if tp is str:
+        return text
+    raise TypeError(f"option type {tp!r} is not supported (str, int, float, bool, Fraction, Literal, X | None)")
+
+
+def _expected(tp) -> str:
+    optional, tp = _optional(tp)
+    if typing.get_origin(tp) is Literal:
+        what = "one of " + ", ".join(str(c) for c in typing.get_args(tp))
+    else:
+        what = {bool: "true or false", int: "an integer", float: "a finite number", str: "text",
+                Fraction: "a number or a ratio such as 10 or 30000/1001"}.get(tp, str(tp))
+    return what + (" (or empty for none)" if optional else "")
+
+
+def option_help(cls: type) -> list[str]:
+    """``key=default (type): help`` per option, for ``vlaflow converters``."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out.append(f"{f.name}={'' if default is None else default} ({_expected(hints[f.name])}): "
+                   f"{f.metadata.get('help', '')}")
+    return out

@@ -5,7 +5,7 @@ from importlib.metadata import entry_points
 
 from vlaflow.schemas import InputError
 
-from .base import Converter
+from .base import Converter, option_help
 
 GROUP = "vlaflow.converters"
 
@@ -48,8 +48,9 @@ def describe() -> list[dict]:
         try:
             cls = ep.load()
             rows.append({"name": name, "version": getattr(cls, "version", "?"), "target": ep.value,
-                         "description": getattr(cls, "description", ""), "error": ""})
+                         "description": getattr(cls, "description", ""), "options": option_help(cls.Options),
+                         "error": ""})
         except Exception as err:  # report, keep listing
-            rows.append({"name": name, "version": "?", "target": ep.value, "description": "",
+            rows.append({"name": name, "version": "?", "target": ep.value, "description": "", "options": [],
                          "error": f"{type(err).__name__}: {err}"})
     return rows

@@ -19,22 +19,15 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vlaflow.media import open_decoder, probe, sample_indices
-from vlaflow.schemas import (
-    ACTION,
-    STATE,
-    TRAJECTORY,
-    DatasetInfo,
-    Episode,
-    EpisodeError,
-    InputError,
-)
+from vlaflow.schemas import ACTION, STATE, TRAJECTORY, DatasetInfo, Episode, EpisodeError, InputError
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
 from ..sim.hdf5 import attr_str, natural_key, open_h5, safe_name
 from .errors import MissingFrames, MissingIntrinsics, NonFinitePose, PoseMismatch
 from .files import episode_key, local_root
@@ -47,7 +40,6 @@ HANDS = ("left", "right")
 FINGERTIPS = ("ThumbTip", "IndexFingerTip", "MiddleFingerTip", "RingFingerTip", "LittleFingerTip")
 _HAND_SLOTS = ("wrist_pos", "wrist_rot", "fingertips")
 _FRAME_BYTES = 60_000  # planning estimate per stored 1080p JPEG frame
-OPTION_KEYS = VideoOptions.KEYS - {"hands", "mirrored"} | {"max_frame_mismatch", "dataset"}
 
 
 def _is_egodex(f) -> bool:
@@ -69,6 +61,12 @@ class EgoDexConverter(Converter):
     description = ("EgoDex-style <i>.hdf5 (ARKit hand/camera poses, intrinsics) + <i>.mp4: frames with future wrist "
                    "and fingertip trajectories in the current camera frame, 2D projections and masks")
 
+    @dataclass(frozen=True)
+    class Options(VideoOptions):
+        min_confidence: float = option(0.5, "joints whose confidence is below it are masked")
+        max_frame_mismatch: int = option(3, "pose / video frame counts may differ by this much (aligned by the shorter)")
+        dataset: str | None = option(None, "dataset name (default egodex)")
+
     @classmethod
     def sniff(cls, input_path: str) -> bool:
         try:
@@ -89,37 +87,25 @@ class EgoDexConverter(Converter):
         self.files = _scan(input_path)
         if not self.files:
             raise InputError(f"{input_path}: no .hdf5 files found")
-        ex = self.options.extra
-        try:
-            self.video = VideoOptions.from_extra(ex)
-            self.max_mismatch = int(ex.get("max_frame_mismatch", 3))
-        except ValueError as err:
-            raise InputError(str(err)) from None
-        self.horizon, self.min_conf = self.video.horizon, self.video.min_confidence
-        self.dataset = safe_name(ex.get("dataset") or "egodex")
-        self.prompt = self.embodiments.get(EMBODIMENT).prompt(rate_hz=float(self.video.rate_hz))
+        self.dataset = safe_name(self.opts.dataset or "egodex")
         self._warnings: list[str] = []
-        unknown = set(ex) - OPTION_KEYS
-        if unknown:
-            self._warnings.append(f"--opt {', '.join(sorted(unknown))} not used by egodex (it knows "
-                                  f"{', '.join(sorted(OPTION_KEYS))})")
 
     def warnings(self) -> list[str]:
         return list(self._warnings)
 
     def datasets(self) -> list[DatasetInfo]:
         return [DatasetInfo(
-            name=self.dataset, task_family=TASK_FAMILY, embodiment=EMBODIMENT, fps=self.video.rate_hz,
+            name=self.dataset, task_family=TASK_FAMILY, embodiment=EMBODIMENT, fps=self.opts.rate_hz,
             license="CC BY-NC-ND 4.0 (EgoDex; non-commercial)", source_uri=str(self.input_path),
             converter=self.name, converter_version=self.version, rotation_repr="matrix",
             action_frame="current camera, OpenCV (x right, y down, z forward)", control_mode="hand_trajectory",
             cameras={"primary": "<i>.mp4"}, action_raw_keys=[],
             state_raw_keys=[f"{j}[3x4]:12" for j in ("camera", "leftHand", "rightHand")],
-            notes=[f"frames sampled at {self.video.rate_hz} Hz on the video's pts (timestamp_ns = pts - first pts)",
+            notes=[f"frames sampled at {self.opts.rate_hz} Hz on the video's pts (timestamp_ns = pts - first pts)",
                    "source world frame: ARKit (y up), origin differs per episode; camera pose per step in state_raw",
                    "action = next sample's hand pose in this row's camera frame; invalid on the last row",
-                   f"joints with confidence < {self.min_conf} or NaN are masked; intrinsics per episode in extra"],
-            trajectory={"frame": "camera_opencv_current_row", "horizon": self.horizon, "stride": 1,
+                   f"joints with confidence < {self.opts.min_confidence} or NaN are masked; intrinsics per episode in extra"],
+            trajectory={"frame": "camera_opencv_current_row", "horizon": self.opts.horizon, "stride": 1,
                         "uv": "pixel / image size", "points": [], "source_rate": "video pts"},
         )]
 
@@ -171,16 +157,16 @@ class EgoDexConverter(Converter):
         n_pose = len(poses["camera"])
         n = min(n_pose, index.num_frames)
         gap = abs(n_pose - index.num_frames)
-        if gap > self.max_mismatch:
+        if gap > self.opts.max_frame_mismatch:
             raise PoseMismatch(f"{p.name}: {n_pose} pose frames vs {index.num_frames} video frames "
-                               f"(more than --opt max_frame_mismatch={self.max_mismatch})")
+                               f"(more than --opt max_frame_mismatch={self.opts.max_frame_mismatch})")
         if gap:
             self._warnings.append(f"{key}: {n_pose} pose frames vs {index.num_frames} video frames; aligned on "
                                   f"the first {n}")
         short = sorted(k for k, v in {**poses, **confs}.items() if len(v) < n)
         if short:
             raise PoseMismatch(f"{p.name}: {short[0]} has {len(({**poses, **confs})[short[0]])} frames, camera {n_pose}")
-        frames = sample_indices(index.timestamps_ns, self.video.rate_hz, 0, n)
+        frames = sample_indices(index.timestamps_ns, self.opts.rate_hz, 0, n)
         cam = poses["camera"][frames]
         if not np.isfinite(cam).all():
             bad = int(frames[np.nonzero(~np.isfinite(cam).reshape(len(frames), -1).all(1))[0][0]])
@@ -204,7 +190,7 @@ class EgoDexConverter(Converter):
                     tips_ok[:, i] = self._valid(confs.get(f"{h}{t}"), tp, frames)
             obs.positions[f"{h}_hand.fingertips"] = tips
             obs.position_valid[f"{h}_hand.fingertips"] = tips_ok
-        chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.horizon)
+        chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.opts.horizon)
         traj, tmask = pad_horizon(chunk, cmask)
         s = len(frames)
         action = np.zeros((s, ACTION.width), np.float32)
@@ -225,33 +211,27 @@ class EgoDexConverter(Converter):
         for h in HANDS:
             w = poses.get(f"{h}Hand")
             raw.append(np.zeros((s, 12)) if w is None else w[frames, :3, :4].reshape(s, 12))
-        decoder = open_decoder(self.video.decoder, str(mp4), index=index)
+        decoder = open_decoder(self.opts.decoder, str(mp4), index=index)
         try:
-            images, clip = store_frames(decoder, frames, self.video)
+            images, clip = store_frames(decoder, frames, self.frame_storage, self.opts.rate_hz)
         finally:
             decoder.close()
-        is_last = np.arange(s) == s - 1
         extra = {**attrs, "intrinsic": K.tolist(), "image_size": [index.width, index.height],
                  "video_frames": frames.tolist(), "pose_frames": n_pose, "video_frame_count": index.num_frames,
                  "declared_fps": str(index.declared_rate), "measured_fps": str(index.mean_rate)}
-        return Episode(
-            dataset=self.dataset, episode_id=key, embodiment=EMBODIMENT, embodiment_prompt=self.prompt,
-            task_family=TASK_FAMILY, timestamp_ns=index.timestamps_ns[frames].astype(np.int64),
-            action=action, action_mask=amask, action_raw=np.zeros((s, 0), np.float32),
-            state=state, state_mask=smask, state_raw=np.concatenate(raw, 1).astype(np.float32),
-            is_first=np.arange(s) == 0, is_last=is_last, is_terminal=is_last.copy(), action_valid=~is_last,
-            instruction=instruction, instructions=every, language="en",
-            images={"primary": images} if images is not None else {},
-            videos={"primary": clip} if clip is not None else {},
-            split=unit.split, source_file=str(p), source_index=0, extra=extra,
-            trajectory=traj, trajectory_mask=tmask)
+        return self.make_episode(  # action = the next sample's hand pose: undefined on the last row
+            key, timestamp_ns=index.timestamps_ns[frames], action=action, action_mask=amask, state=state,
+            state_mask=smask, state_raw=np.concatenate(raw, 1).astype(np.float32), last_action_valid=False,
+            instruction=instruction, instructions=every, images={"primary": images} if images is not None else {},
+            videos={"primary": clip} if clip is not None else {}, split=unit.split, source_file=str(p),
+            source_index=0, extra=extra, trajectory=traj, trajectory_mask=tmask)
 
     def _valid(self, conf, pose, frames) -> np.ndarray:
         if pose is None:
             return np.zeros(len(frames), bool)
         ok = np.isfinite(pose[frames]).all((1, 2))
         if conf is not None:
-            ok &= conf[frames] >= self.min_conf
+            ok &= conf[frames] >= self.opts.min_confidence
         return ok
 
 

@@ -2,10 +2,10 @@
 
 Input (``--input``) is an annotations CSV (``narration_id, participant_id, video_id, narration_timestamp,
 start_timestamp, stop_timestamp, start_frame, stop_frame, narration, verb, verb_class, noun, noun_class,
-all_nouns, all_noun_classes``). Media live under the frames root (``--opt frames=DIR``, default a
-``frames/`` folder beside the CSV), per video either a folder ``<video_id>/frame_%010d.jpg`` (bytes stored
-untouched) or a video ``<video_id>.MP4`` (``.mp4``) decoded with PyAV and JPEG-encoded
-(``--opt jpeg_quality=90``). ``--opt videos=DIR`` looks for videos in another folder.
+all_nouns, all_noun_classes``). Media live under the frames root (``--opt frames=DIR`` = ``--frames-root``,
+default a ``frames/`` folder beside the CSV), per video either a folder ``<video_id>/frame_%010d.jpg`` (bytes
+stored untouched) or a video ``<video_id>.MP4`` (``.mp4``) decoded with PyAV and JPEG-encoded
+(``--opt jpeg_quality=90``). ``--opt videos=DIR`` (= ``--videos-root``) looks for videos in another folder.
 
 Clock: the annotation frame numbers count the pre-extracted ``rgb_frames``, which were extracted at a fixed
 rate, not at the video's fps: on the real EPIC-100 validation CSV, ``start_frame / start_timestamp`` is
@@ -31,25 +31,20 @@ import os
 import posixpath
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
 from vlaflow.media import nearest_frames, open_decoder, probe, resolve
-from vlaflow.schemas import (
-    ACTION,
-    STATE,
-    DatasetInfo,
-    Episode,
-    EpisodeError,
-    InputError,
-)
+from vlaflow.schemas import DatasetInfo, EpisodeError, InputError
 from vlaflow.schemas.conventions import NS_PER_S
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
+from ..units import record_units
 from .errors import BadSegment, MissingFrames, MissingVideoInfo, UnsafePath
 from .trajectory import Observations, build_chunks, pad_horizon
-from .video import VideoOptions, store_frames
+from .video import HandOptions, store_frames
 
 EMBODIMENT = "human_egocentric"
 TASK_FAMILY = "egocentric"
@@ -99,6 +94,16 @@ class EpicKitchensConverter(Converter):
     description = ("EPIC-KITCHENS-style action segments (annotations CSV + frame_%010d.jpg folders or MP4 per "
                    "video), one episode per segment, narration as instruction")
 
+    @dataclass(frozen=True)
+    class Options(HandOptions):
+        frames: str | None = option(None, "frames root, <video_id>/frame_%010d.jpg (default frames/ beside the CSV)")
+        videos: str | None = option(None, "folder of <video_id>.MP4 (default: the frames root)")
+        video_info: str | None = option(None, "EPIC_100_video_info.csv with each video's fps (default beside the CSV)")
+        fps: Fraction | None = option(None, "a video's fps where the video info lacks it", parse=fps_fraction)
+        frame_rate: Fraction | None = option(None, "rate the annotation frame numbers count at (default: measured "
+                                                   "per video from the CSV)", parse=fps_fraction)
+        dataset: str | None = option(None, "dataset name (default epic_kitchens_100)")
+
     @classmethod
     def sniff(cls, input_path: str) -> bool:
         if not input_path.lower().endswith(".csv"):
@@ -117,32 +122,23 @@ class EpicKitchensConverter(Converter):
         info = self.fs.get_file_info(self.csv_path)
         if info.type.name != "File":
             raise InputError(f"{input_path}: not a file (expected an EPIC-KITCHENS annotations CSV)")
-        ex = self.options.extra
+        o = self.opts
         here = posixpath.dirname(self.csv_path)
-        self.frames_root = self._root(ex.get("frames"), posixpath.join(here, "frames"))
-        self.videos_root = self._root(ex.get("videos"), self.frames_root)
-        self.video_info_path = self._root(ex.get("video_info"), posixpath.join(here, VIDEO_INFO))
-        try:
-            self.video = VideoOptions.from_extra(ex)
-            self.default_fps = fps_fraction(ex["fps"]) if ex.get("fps") else None
-            self.frame_rate_opt = fps_fraction(ex["frame_rate"]) if ex.get("frame_rate") else None
-        except (ValueError, ZeroDivisionError) as err:
-            raise InputError(f"bad --opt value: {err}") from None
-        self.rate, self.hands, self.horizon = self.video.rate_hz, self.video.hands, self.video.horizon
+        self.frames_root = self._root(o.frames, posixpath.join(here, "frames"))
+        self.videos_root = self._root(o.videos, self.frames_root)
+        self.video_info_path = self._root(o.video_info, posixpath.join(here, VIDEO_INFO))
+        self.rate, self.default_fps, self.frame_rate_opt = o.rate_hz, o.fps, o.frame_rate
         stem = posixpath.basename(self.csv_path).rsplit(".", 1)[0]
         guess = stem.rsplit("_", 1)[-1].lower() if stem.upper().startswith("EPIC_") else ""
         self.split = self.options.split or (guess if _SAFE.match(guess or "-") else "") or "train"
-        self.dataset = str(ex.get("dataset") or "epic_kitchens_100")
-        self.prompt = self.embodiments.get(EMBODIMENT).prompt(rate_hz=float(self.rate))
+        self.dataset = o.dataset or "epic_kitchens_100"
         self._rows: list | None = None
         self._fps: dict | None = None
         self._numbering: dict | None = None
         self._dirs: dict = {}
 
-    def _root(self, value, default: str) -> str:
-        if not value:
-            return default
-        return resolve(str(value))[1]
+    def _root(self, value: str | None, default: str) -> str:
+        return resolve(value)[1] if value else default
 
     def __getstate__(self):
         d = dict(self.__dict__)
@@ -237,27 +233,17 @@ class EpicKitchensConverter(Converter):
             self._dirs[video_id] = found
         return self._dirs[video_id]
 
-    # -- planning -----------------------------------------------------------------------------
+    # -- work units ---------------------------------------------------------------------------
     def plan(self, target_bytes: int) -> list[WorkUnit]:
         rows = self._load()
-        units: list[WorkUnit] = []
-        start, acc, current = 0, 0, None
-        for i, r in enumerate(rows):
-            vid = (r.get("video_id") or "").strip()
+        costs, vids = [], [(r.get("video_id") or "").strip() for r in rows]
+        for r, vid in zip(rows, vids):
             try:
                 n = int(r["stop_frame"]) - int(r["start_frame"]) + 1
-                cost = max(1, n // frame_step(self._frame_rate(vid), self.rate)) * _FRAME_BYTES
+                costs.append(max(1, max(1, n // frame_step(self._frame_rate(vid), self.rate)) * _FRAME_BYTES))
             except (ValueError, TypeError, KeyError):
-                cost = 1
-            cost = max(cost, 1)
-            if i > start and (vid != current or acc + cost > target_bytes):
-                units.append(WorkUnit(self.csv_path, self.split, start, i, acc, extra=(current,)))
-                start, acc = i, 0
-            current = vid
-            acc += cost
-        if rows:
-            units.append(WorkUnit(self.csv_path, self.split, start, len(rows), acc, extra=(current,)))
-        return units
+                costs.append(1)
+        return record_units(self.csv_path, self.split, costs, target_bytes, keys=vids)  # a unit reads one video
 
     # -- reading ------------------------------------------------------------------------------
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
@@ -314,13 +300,13 @@ class EpicKitchensConverter(Converter):
                 if tracker is not None:
                     for data in images:
                         tracker.add(_rgb(data))
-                if self.video.storage.as_video:
-                    images, clip = None, self.video.storage.clip(map(_rgb, images), self.rate)
+                if self.frame_storage.as_video:
+                    images, clip = None, self.frame_storage.clip(map(_rgb, images), self.rate)
             else:
                 if source is None or source.path != media[1]:
                     if source is not None:
                         source.close()
-                    source = _VideoSource(self.fs, media[1], self.video.decoder)
+                    source = _VideoSource(self.fs, media[1], self.opts.decoder)
                 if fps is None:
                     fps = source.index.declared_rate
                 vframes = source.frames_at(frames, numbering)
@@ -329,7 +315,7 @@ class EpicKitchensConverter(Converter):
                     from .hands2d import TapDecoder
 
                     decoder = TapDecoder(source.decoder, tracker.add)
-                images, clip = store_frames(decoder, vframes, self.video)
+                images, clip = store_frames(decoder, vframes, self.frame_storage, self.rate)
             traj = self._hand_traces(tracker, len(frames))
             if fps is None:
                 raise MissingVideoInfo(f"no fps for video {vid} (not in {posixpath.basename(self.video_info_path)}; "
@@ -338,26 +324,15 @@ class EpicKitchensConverter(Converter):
             if tracker is not None:
                 tracker.close()
             return Rejected.from_error(key, err, where, steps), source
-        t = len(frames)
         extra = {k: r.get(k) for k in _EXTRA_KEYS if k in r}
         extra.update({"frames": frames.tolist(), "fps": f"{fps.numerator}/{fps.denominator}",
                       "frame_rate": f"{numbering.numerator}/{numbering.denominator}",
                       "media": media[0], "narration_id": r.get("narration_id")})
         if media[0] == "video":
             extra["video_frames"] = vframes.tolist()
-        text = str(r.get("narration") or "")
-        is_last = np.zeros(t, bool)
-        is_last[-1] = True
-        ep = Episode(
-            dataset=self.dataset, episode_id=key, embodiment=EMBODIMENT, embodiment_prompt=self.prompt,
-            task_family=TASK_FAMILY, timestamp_ns=frame_timestamps_ns(frames, numbering),
-            action=np.zeros((t, ACTION.width), np.float32), action_mask=np.zeros(ACTION.width, bool),
-            action_raw=np.zeros((t, 0), np.float32),
-            state=np.zeros((t, STATE.width), np.float32), state_mask=np.zeros(STATE.width, bool),
-            state_raw=np.zeros((t, 0), np.float32),
-            is_first=np.arange(t) == 0, is_last=is_last, is_terminal=is_last.copy(),
-            action_valid=np.zeros(t, bool), instruction=text, instructions=[text] if text else [],
-            language="en", images={"primary": images} if images is not None else {},
+        ep = self.make_episode(  # no action or state recorded: all masked out
+            key, timestamp_ns=frame_timestamps_ns(frames, numbering), instruction=str(r.get("narration") or ""),
+            images={"primary": images} if images is not None else {},
             videos={"primary": clip} if clip is not None else {}, split=unit.split, source_file=unit.source,
             source_index=index, extra=extra, trajectory=traj[0], trajectory_mask=traj[1])
         if tracker is not None:
@@ -365,11 +340,11 @@ class EpicKitchensConverter(Converter):
         return ep, source
 
     def _tracker(self):
-        if not self.hands:
+        if self.opts.hands != "mediapipe":
             return None
         from .hands2d import MediaPipeHands
 
-        return MediaPipeHands(mirrored=self.options.flag("mirrored"))
+        return MediaPipeHands(mirrored=self.opts.mirrored)
 
     def _hand_traces(self, tracker, t: int):
         """2D hand traces of the sampled frames as trajectory targets (image space; no intrinsics needed)."""
@@ -380,7 +355,7 @@ class EpicKitchensConverter(Converter):
         finally:
             tracker.close()
         obs = Observations(image_points=pts, image_valid=ok)
-        return pad_horizon(*build_chunks(obs, np.broadcast_to(np.eye(4), (t, 4, 4)), None, None, self.horizon))
+        return pad_horizon(*build_chunks(obs, np.broadcast_to(np.eye(4), (t, 4, 4)), None, None, self.opts.horizon))
 
 
 def _seconds(text: str) -> float:

@@ -29,35 +29,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vlaflow.media import open_decoder, probe, sample_indices
-from vlaflow.schemas import (
-    ACTION,
-    STATE,
-    DatasetInfo,
-    Episode,
-    EpisodeError,
-    FeatureMismatch,
-    InputError,
-)
+from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError
 from vlaflow.schemas.slots import TRAJ_POINTS
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
 from ..sim.hdf5 import natural_key, safe_name
 from .errors import MissingFrames, MissingIntrinsics, NonFinitePose, UnsafePath
 from .files import episode_key, local_root
 from .trajectory import Observations, build_chunks, cv_camera_from_world, pad_horizon
-from .video import VideoOptions, store_frames
+from .video import HandOptions, store_frames
 
 EMBODIMENT = "video_traces"
 TASK_FAMILY = "trajectory"
 SPACES = ("pixel", "camera", "world")
 HAND_POINTS = {"left_wrist": "left_hand", "right_wrist": "right_hand"}
 TRACK_EXTS = (".json", ".parquet")
-OPTION_KEYS = VideoOptions.KEYS | {"dataset", "instruction"}
 
 
 class BadTrackFile(FeatureMismatch):
@@ -114,6 +106,12 @@ class VideoTrajectoryConverter(Converter):
     description = ("any MP4 + a JSON/Parquet file of per-frame 2D or 3D points (hands or objects): frames with "
                    "future point traces in the current camera frame / image")
 
+    @dataclass(frozen=True)
+    class Options(HandOptions):
+        min_confidence: float = option(0.5, "points (and tracked hand joints) below this confidence are masked")
+        instruction: str = option("", "instruction of videos without a track file (with hands=mediapipe)")
+        dataset: str | None = option(None, "dataset name (default video_trajectory)")
+
     @classmethod
     def sniff(cls, input_path: str) -> bool:
         try:
@@ -125,31 +123,23 @@ class VideoTrajectoryConverter(Converter):
     def __init__(self, input_path: str, options: ConverterOptions | None = None):
         super().__init__(input_path, options)
         self.root = local_root(input_path, "video_trajectory")
-        ex = self.options.extra
-        try:
-            self.video = VideoOptions.from_extra(ex)
-        except ValueError as err:
-            raise InputError(str(err)) from None
-        self.hands, self.horizon, self.min_conf = self.video.hands, self.video.horizon, self.video.min_confidence
-        self.files = _scan(self.root, videos=bool(self.hands))
+        self.files = _scan(self.root, videos=self.opts.hands == "mediapipe")
         if not self.files:
             raise InputError(f"{input_path}: no track files (.json with a 'points' mapping, or .parquet)")
-        self.dataset = safe_name(ex.get("dataset") or "video_trajectory")
-        self.prompt = self.embodiments.get(EMBODIMENT).prompt(rate_hz=float(self.video.rate_hz))
-        self._warnings = [f"--opt {', '.join(sorted(set(ex) - OPTION_KEYS))} not used by video_trajectory"] \
-            if set(ex) - OPTION_KEYS else []
+        self.dataset = safe_name(self.opts.dataset or "video_trajectory")
+        self._warnings: list[str] = []
 
     def warnings(self) -> list[str]:
         return list(self._warnings)
 
     def datasets(self) -> list[DatasetInfo]:
         return [DatasetInfo(
-            name=self.dataset, task_family=TASK_FAMILY, embodiment=EMBODIMENT, fps=self.video.rate_hz,
+            name=self.dataset, task_family=TASK_FAMILY, embodiment=EMBODIMENT, fps=self.opts.rate_hz,
             source_uri=str(self.input_path), converter=self.name, converter_version=self.version,
             action_frame="current camera, OpenCV", control_mode="point_trajectory", cameras={"primary": "video"},
             notes=["frames sampled on the video's pts; a sampled frame without an entry in the track file has "
                    "its points masked", "point names per episode: episodes table extra.points"],
-            trajectory={"frame": "camera_opencv_current_row", "horizon": self.horizon, "stride": 1,
+            trajectory={"frame": "camera_opencv_current_row", "horizon": self.opts.horizon, "stride": 1,
                         "uv": "pixel / image size", "points": "per episode (extra.points)"},
         )]
 
@@ -181,7 +171,7 @@ class VideoTrajectoryConverter(Converter):
     def _episode(self, p: Path, key: str, unit: WorkUnit) -> Episode:
         if p.suffix == ".mp4":  # a bare video: hands come from the detector (--opt hands=mediapipe)
             doc = {"points": {}, "space": "pixel", "video": p.name,
-                   "instruction": str(self.options.extra.get("instruction", ""))}
+                   "instruction": self.opts.instruction}
         else:
             doc = load_tracks(p)
         space = doc.get("space", "pixel")
@@ -200,7 +190,7 @@ class VideoTrajectoryConverter(Converter):
             raise MissingIntrinsics(f"{p.name}: intrinsics must be a finite 3x3 matrix")
         if space == "world" and doc.get("camera_to_world") is None:
             raise BadTrackFile(f"{p.name}: space 'world' needs camera_to_world per video frame")
-        frames = sample_indices(index.timestamps_ns, self.video.rate_hz)
+        frames = sample_indices(index.timestamps_ns, self.opts.rate_hz)
         s = len(frames)
         where = {int(f): i for i, f in enumerate(fidx)}
         rows = np.array([where.get(int(f), -1) for f in frames])
@@ -240,7 +230,7 @@ class VideoTrajectoryConverter(Converter):
                 c = np.asarray(conf[name], np.float64)
                 if c.shape != (len(fidx),):
                     raise BadTrackFile(f"{p.name}: confidence of {name!r} has {c.size} entries for {len(fidx)} frames")
-                ok &= c >= self.min_conf
+                ok &= c >= self.opts.min_confidence
             return np.where(have[:, None], arr[np.maximum(rows, 0)], np.nan), have & ok[np.maximum(rows, 0)]
 
         def add(name, pos_slot, uv_slot, n_slots, slot_i):
@@ -260,15 +250,15 @@ class VideoTrajectoryConverter(Converter):
                 add(name, f"{hand}.wrist_pos", f"{hand}.wrist_uv", 1, 0)
         for i, name in enumerate(others):
             add(name, "points.xyz", "points.uv", TRAJ_POINTS, i)
-        decoder = open_decoder(self.video.decoder, str(video), index=index)
+        decoder = open_decoder(self.opts.decoder, str(video), index=index)
         tracker = None
-        if self.hands:
+        if self.opts.hands == "mediapipe":
             from .hands2d import MediaPipeHands, TapDecoder
 
-            tracker = MediaPipeHands(mirrored=self.options.flag("mirrored"), min_confidence=self.min_conf)
+            tracker = MediaPipeHands(mirrored=self.opts.mirrored, min_confidence=self.opts.min_confidence)
             decoder = TapDecoder(decoder, tracker.add)
         try:
-            images, clip = store_frames(decoder, frames, self.video)
+            images, clip = store_frames(decoder, frames, self.frame_storage, self.opts.rate_hz)
         finally:
             decoder.close()
             if tracker is not None:
@@ -278,22 +268,14 @@ class VideoTrajectoryConverter(Converter):
             for uv_slot in pts:
                 if uv_slot not in obs.image_points and uv_slot.replace("_uv", "_pos") not in obs.positions:
                     obs.image_points[uv_slot], obs.image_valid[uv_slot] = pts[uv_slot], ok[uv_slot]
-        chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.horizon,
+        chunk, cmask = build_chunks(obs, cfw, K, (index.width, index.height), self.opts.horizon,
                                     camera_valid=have if posed else None)
         traj, tmask = pad_horizon(chunk, cmask)
-        is_last = np.arange(s) == s - 1
-        text = str(doc.get("instruction") or "")
-        return Episode(
-            dataset=self.dataset, episode_id=key, embodiment=EMBODIMENT, embodiment_prompt=self.prompt,
-            task_family=TASK_FAMILY, timestamp_ns=index.timestamps_ns[frames].astype(np.int64),
-            action=np.zeros((s, ACTION.width), np.float32), action_mask=np.zeros(ACTION.width, bool),
-            action_raw=np.zeros((s, 0), np.float32), state=np.zeros((s, STATE.width), np.float32),
-            state_mask=np.zeros(STATE.width, bool), state_raw=np.zeros((s, 0), np.float32),
-            is_first=np.arange(s) == 0, is_last=is_last, is_terminal=is_last.copy(), action_valid=np.zeros(s, bool),
-            instruction=text, instructions=[text] if text else [], language=str(doc.get("language", "en")),
-            images={"primary": images} if images is not None else {},
-            videos={"primary": clip} if clip is not None else {},
-            split=unit.split, source_file=str(p), source_index=0, trajectory=traj, trajectory_mask=tmask,
+        return self.make_episode(  # no action or state: the targets are the trajectory
+            key, timestamp_ns=index.timestamps_ns[frames], instruction=str(doc.get("instruction") or ""),
+            language=str(doc.get("language", "en")), images={"primary": images} if images is not None else {},
+            videos={"primary": clip} if clip is not None else {}, split=unit.split, source_file=str(p), source_index=0,
+            trajectory=traj, trajectory_mask=tmask,
             extra={"points": others, "hand_points": [n for n in HAND_POINTS if n in doc["points"]], "space": space,
                    "hand_tracker": "mediapipe==0.10.14" if tracker is not None else None,
                    "video": video.name, "video_frames": frames.tolist(), "image_size": [index.width, index.height],

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError, step_timestamps_ns
+from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
 from ..standardize import (DatasetSpec, last_action_invalid, load_spec_dir, spec_from_dict, spec_to_dict,
                            standardize)
+from ..units import pack_ranges
 from ..transforms import bgr_to_rgb_image, codepoints_to_text
 from .builder import BuilderDir, Leaf, open_builder
 from .tfrecord import RecordError, index_records, iter_records
@@ -48,10 +50,21 @@ def generic_spec(builder: BuilderDir, leaves: list[Leaf]) -> DatasetSpec:
                        source="<generic>")
 
 
+@dataclass(frozen=True)
+class DeclaredRecords:
+    """A whole-shard unit's payload: the records dataset_info.json declares (what a truncated shard lost)."""
+
+    count: int | None
+
+
 class OpenXRLDSConverter(Converter):
     name = "openx_rlds"
     version = "1.0"
     description = "Open-X Embodiment RLDS (TFDS builder dir of TFRecord shards), read without TensorFlow"
+
+    @dataclass(frozen=True)
+    class Options:
+        no_crc: bool = option(False, "skip the CRC32C check of every record (faster; corruption goes unseen)")
 
     @classmethod
     def sniff(cls, input_path: str) -> bool:
@@ -82,7 +95,6 @@ class OpenXRLDSConverter(Converter):
                 raise InputError(f"spec {self.spec.source}: camera {role} -> {key!r} is not an image "
                                  f"feature of {self.builder.name}")
         self.embodiment = self.embodiments.get(self.spec.embodiment)
-        self.prompt = self.embodiment.prompt(rate_hz=float(self.spec.fps))
         self._last_invalid = last_action_invalid(self.spec)
         self.action_keys = [leaf for leaf in self.leaves
                             if leaf.key == "action" or leaf.key.startswith("action/")]
@@ -127,7 +139,7 @@ class OpenXRLDSConverter(Converter):
     def warnings(self) -> list[str]:
         return list(self._warnings)
 
-    # -- planning -------------------------------------------------------------------------
+    # -- work units -----------------------------------------------------------------------
     def plan(self, target_bytes: int) -> list[WorkUnit]:
         units = []
         for split in self.splits:
@@ -136,19 +148,17 @@ class OpenXRLDSConverter(Converter):
                     # Read to the end of the file, whatever dataset_info declares; the declared
                     # count only explains what a truncated file lost.
                     units.append(WorkUnit(shard.path, split, 0, None, shard.size, 0, fi,
-                                          extra=(("declared_records", shard.declared_records),)))
+                                          DeclaredRecords(shard.declared_records)))
                     continue
                 with self.builder.fs.open_input_file(shard.path) as f:
                     records = index_records(f)
-                start, acc, first_off = 0, 0, 0
-                for i, (off, size) in enumerate(records):
-                    if acc and acc + size > target_bytes:
-                        units.append(WorkUnit(shard.path, split, start, i, acc, first_off, fi))
-                        start, acc, first_off = i, 0, off
-                    acc += size
-                if acc or not records:
+                ranges = pack_ranges([size for _, size in records], target_bytes) or [(0, 0, 0)]
+                for a, b, acc in ranges:
                     # The last range runs to the end of the file, so a bad tail is still reported.
-                    units.append(WorkUnit(shard.path, split, start, None, shard.size - first_off, first_off, fi))
+                    off = records[a][0] if records else 0
+                    last = b == len(records)
+                    units.append(WorkUnit(shard.path, split, a, None if last else b,
+                                          shard.size - off if last else acc, off, fi))
         return units
 
     # -- reading --------------------------------------------------------------------------
@@ -156,14 +166,14 @@ class OpenXRLDSConverter(Converter):
         return f"{self.spec.dataset}/{unit.split}/{unit.file_index:05d}-{index:06d}"
 
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
-        verify = not self.options.flag("no_crc")
+        verify = not self.opts.no_crc
         name = unit.source.rsplit("/", 1)[-1]
         with self.builder.fs.open_input_file(unit.source) as f:
             f.seek(unit.offset)
             for item in iter_records(f, start_index=unit.start, stop_index=unit.stop, verify=verify, name=name):
                 if isinstance(item, RecordError):
                     reason = str(item.error)
-                    declared = dict(unit.extra).get("declared_records")
+                    declared = unit.payload.count if unit.payload else None
                     end = unit.stop if unit.stop is not None else declared
                     if item.fatal and end is not None and end > item.index + 1:
                         reason += f"; records {item.index + 1}..{end - 1} after it are unreachable"
@@ -222,12 +232,7 @@ class OpenXRLDSConverter(Converter):
             raise FeatureMismatch(f"is_last set at step {int(np.argmax(source_last))} of {t}")
         # In the table is_last marks the episode's final row. A source whose final step lacks
         # is_last was cut short (e.g. a debug subsample); that is recorded, not repaired.
-        is_last = np.zeros(t, dtype=bool)
-        is_last[-1] = True
         is_terminal = _flag(steps, "is_terminal", t)
-        valid = np.ones(t, dtype=bool)
-        # RLDS: the is_last step's action is undefined; so is a relabelled action with no next state.
-        valid[-1] = not (bool(source_last[-1]) or self._last_invalid)
         images = {}
         for role, ck in spec.cameras.items():
             if ck in steps:
@@ -239,13 +244,11 @@ class OpenXRLDSConverter(Converter):
         meta = dict(meta, source_is_last=bool(source_last[-1]))
         extra = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else
                      v.tolist() if isinstance(v, np.ndarray) else v) for k, v in meta.items()}
-        return Episode(
-            dataset=spec.dataset, episode_id=key, embodiment=spec.embodiment,
-            embodiment_prompt=self.prompt, task_family=spec.task_family,
-            timestamp_ns=step_timestamps_ns(t, spec.fps),
-            action=action, action_mask=amask, action_raw=_concat(steps, self.action_keys, t),
+        # RLDS: the is_last step's action is undefined; so is a relabelled action with no next state.
+        return self.make_episode(
+            key, action=action, action_mask=amask, action_raw=_concat(steps, self.action_keys, t),
             state=state, state_mask=smask, state_raw=_concat(steps, self.state_keys, t),
-            is_first=is_first, is_last=is_last, is_terminal=is_terminal, action_valid=valid,
+            is_first=is_first, is_terminal=is_terminal, last_action_valid=not (bool(source_last[-1]) or self._last_invalid),
             instruction=instr_steps, instructions=instructions, language=spec.language, images=images,
             reward=steps["reward"].astype(np.float32) if "reward" in steps else None,
             discount=steps["discount"].astype(np.float32) if "discount" in steps else None,

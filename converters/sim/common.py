@@ -1,4 +1,4 @@
-"""What the simulation-log converters share: input scanning, options, the plan, the read loop with
+"""What the simulation-log converters share: input scanning, options, work units, the read loop with
 named rejections, and turning standardized step arrays into an ``Episode``.
 
 A subclass says which layouts it reads (``layouts``), lists a file's episodes (``list_episodes``)
@@ -11,26 +11,25 @@ import logging
 import os
 import re
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
-from vlaflow.media import FORMATS, STORAGE_OPTION_KEYS
-from vlaflow.schemas import (DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError, NonFiniteValue,
-                             parse_fps, step_timestamps_ns)
+from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError, NonFiniteValue
 from vlaflow.schemas.columns import IMAGE_TRANSFORMS
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
 from ..standardize import (DatasetSpec, last_action_invalid, load_spec, load_spec_dir, spec_from_dict, spec_to_dict,
                            standardize)
 from .errors import LengthMismatch, UnreadableFile
+from ..units import pack_ranges
 from .hdf5 import SourceFile, classified, classify_input, natural_key, safe_name, scan_input
 
 log = logging.getLogger(__name__)
 
 SPEC_DIR = Path(__file__).parent / "specs"
-COMMON_OPTIONS = {"dataset", "embodiment", "fps", "image_format"} | STORAGE_OPTION_KEYS
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError)
 
 
@@ -51,13 +50,21 @@ def spec_named(name: str) -> DatasetSpec:
 
 @dataclass(frozen=True)
 class EpisodeEntry:
-    """One episode of a source file, as listed by the plan."""
+    """One episode of a source file, as listed when planning; a unit's payload is a tuple of them."""
 
     split: str
     name: str  # group name (demo_3, traj_0) or the file's own name for one-episode files
     index: int  # position in the file
     nbytes: int
     steps: int = 0
+
+
+@dataclass(frozen=True)
+class Unlisted:
+    """The payload of a unit whose file could not be listed: ``read`` reports it as one rejection."""
+
+    code: str
+    reason: str
 
 
 def specialize(spec: DatasetSpec, keys, params: dict | None = None) -> DatasetSpec:
@@ -95,8 +102,18 @@ class SimConverter(Converter):
     """Base of the sim converters (not registered itself)."""
 
     layouts: tuple[str, ...] = ()
-    option_keys: frozenset = frozenset()
     default_split = "train"
+
+    @dataclass(frozen=True)
+    class Options:
+        dataset: str | None = option(None, "dataset name (default: from the files)")
+        embodiment: str | None = option(None, "embodiment id of every episode (default: the spec's)")
+        fps: Fraction | None = option(None, "control rate, e.g. 20 or 30000/1001 (default: the files' or the spec's)")
+        image_format: Literal["png", "jpeg"] = option("png", "encoding of raw camera arrays (png lossless, jpeg q95)")
+
+        def __post_init__(self):
+            if self.fps is not None and self.fps <= 0:
+                raise ValueError(f"--opt fps must be positive, got {self.fps}")
 
     @classmethod
     def sniff(cls, input_path: str) -> bool:
@@ -105,7 +122,6 @@ class SimConverter(Converter):
     def __init__(self, input_path: str, options: ConverterOptions | None = None):
         super().__init__(input_path, options)
         self._warnings: list[str] = []
-        self._prompts: dict[str, str] = {}
         files = classified(scan_input(input_path))
         if not files:
             raise InputError(f"{input_path}: no HDF5 (.hdf5/.h5) files or RoboTwin pickle episodes found")
@@ -121,22 +137,16 @@ class SimConverter(Converter):
         self.sources: list[SourceFile] = [f for f in files if f.layout in self.layouts or f.layout is None]
         self._by_path = {f.path: f for f in self.sources}
         self.layout_counts = {k: sum(f.layout == k for f in mine) for k in self.layouts if any(f.layout == k for f in mine)}
-        unknown = set(self.options.extra) - COMMON_OPTIONS - set(self.option_keys)
-        if unknown:
-            self._warnings.append(f"--opt {', '.join(sorted(unknown))} not used by converter {self.name} "
-                                  f"(it knows {', '.join(sorted(COMMON_OPTIONS | set(self.option_keys)))})")
-        self.image_format = str(self.options.extra.get("image_format", "png")).lower()
-        if self.image_format not in FORMATS:
-            raise InputError(f"--opt image_format must be one of {FORMATS}, got {self.image_format!r}")
+        self.image_format = self.opts.image_format
         self.notes: list[str] = []
         self.setup(mine)
-        if "fps" in self.options.extra:
-            self.fps = parse_fps(self.options.extra["fps"])
-        if "embodiment" in self.options.extra:
-            self.embodiment_id = str(self.options.extra["embodiment"])
+        if self.opts.fps is not None:
+            self.fps = self.opts.fps
+        if self.opts.embodiment:
+            self.embodiment_id = self.opts.embodiment
         self.embodiments.get(self.embodiment_id)  # unknown id: SpecError, one line on the CLI
-        if "dataset" in self.options.extra:
-            self.dataset = safe_name(self.options.extra["dataset"])
+        if self.opts.dataset:
+            self.dataset = safe_name(self.opts.dataset)
         for t in self.image_transform.split("+"):
             if t not in IMAGE_TRANSFORMS:
                 raise InputError(f"image transform {t!r} not in {IMAGE_TRANSFORMS}")
@@ -181,12 +191,6 @@ class SimConverter(Converter):
     def warnings(self) -> list[str]:
         return list(dict.fromkeys(self._warnings))  # plan() may run twice
 
-    def prompt(self, embodiment_id: str | None = None) -> str:
-        eid = embodiment_id or self.embodiment_id
-        if eid not in self._prompts:
-            self._prompts[eid] = self.embodiments.get(eid).prompt(rate_hz=float(self.fps))
-        return self._prompts[eid]
-
     # -- ids --------------------------------------------------------------------------------------
     @staticmethod
     def _stem(sf: SourceFile) -> str:
@@ -202,51 +206,34 @@ class SimConverter(Converter):
             parts.append(safe_name(name))
         return "/".join(parts)
 
-    # -- plan -------------------------------------------------------------------------------------
+    # -- work units -------------------------------------------------------------------------------
     def plan(self, target_bytes: int) -> list[WorkUnit]:
         per_split: dict[str, list[WorkUnit]] = {}
         for fi, sf in enumerate(self.sources):
-            size = _size(sf.path)
             try:
                 entries = self.list_episodes(sf)
-            except EpisodeError as err:
-                per_split.setdefault(self.default_split, []).append(
-                    WorkUnit(sf.path, self.default_split, 0, None, size, 0, fi, ("!", err.code, str(err))))
-                continue
-            except _READ_ERRORS as err:
-                per_split.setdefault(self.default_split, []).append(
-                    WorkUnit(sf.path, self.default_split, 0, None, size, 0, fi,
-                             ("!", UnreadableFile.code, f"{sf.rel}: {type(err).__name__}: {err}")))
+            except (EpisodeError, *_READ_ERRORS) as err:
+                if not isinstance(err, EpisodeError):
+                    err = UnreadableFile(f"{sf.rel}: {type(err).__name__}: {err}")
+                per_split.setdefault(self.default_split, []).append(WorkUnit(
+                    sf.path, self.default_split, 0, None, _size(sf.path), 0, fi, Unlisted(err.code, str(err))))
                 continue
             by_split: dict[str, list[EpisodeEntry]] = {}
             for e in entries:
                 by_split.setdefault(e.split, []).append(e)
             for split, es in by_split.items():
-                chunk: list[EpisodeEntry] = []
-                acc = 0
-                for e in es:
-                    if chunk and acc + e.nbytes > target_bytes:
-                        per_split.setdefault(split, []).append(self._unit(sf, split, fi, chunk, acc))
-                        chunk, acc = [], 0
-                    chunk.append(e)
-                    acc += e.nbytes
-                if chunk:
-                    per_split.setdefault(split, []).append(self._unit(sf, split, fi, chunk, acc))
+                per_split.setdefault(split, []).extend(
+                    WorkUnit(sf.path, split, es[a].index, es[b - 1].index + 1, max(acc, 1), 0, fi, tuple(es[a:b]))
+                    for a, b, acc in pack_ranges([e.nbytes for e in es], target_bytes))
         return [u for split in per_split for u in per_split[split]]
-
-    @staticmethod
-    def _unit(sf: SourceFile, split: str, fi: int, chunk: list[EpisodeEntry], nbytes: int) -> WorkUnit:
-        extra = tuple((e.name, e.index, e.nbytes, e.steps) for e in chunk)
-        return WorkUnit(sf.path, split, chunk[0].index, chunk[-1].index + 1, max(nbytes, 1), 0, fi, extra)
 
     # -- read -------------------------------------------------------------------------------------
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
         sf = self._by_path.get(unit.source) or SourceFile(unit.source, Path(unit.source).name, None)
-        if unit.extra and unit.extra[0] == "!":
-            yield Rejected(self.episode_key(sf, unit.split, None), unit.extra[1], unit.extra[2], unit.source)
+        if isinstance(unit.payload, Unlisted):
+            yield Rejected(self.episode_key(sf, unit.split, None), unit.payload.code, unit.payload.reason, unit.source)
             return
-        entries = [EpisodeEntry(unit.split, n, i, b, s) for n, i, b, s in unit.extra]
-        yield from self.read_unit(sf, unit, entries)
+        yield from self.read_unit(sf, unit, list(unit.payload))
 
     def guarded(self, sf: SourceFile, entry: EpisodeEntry, fn, *args) -> ReadItem:
         """Run ``fn(*args)`` → Episode; any input error becomes a named ``Rejected``."""
@@ -290,24 +277,13 @@ class SimConverter(Converter):
         action, amask, state, smask = standardize(steps, spec, t)
         if not valid[-1]:  # keep the undefined last action out of the numbers, as zeros under the mask
             action[-1] = 0.0
-        term = np.zeros(t, dtype=bool)
-        term[-1] = bool(is_terminal)
-        first = np.zeros(t, dtype=bool)
-        first[0] = True
-        last = np.zeros(t, dtype=bool)
-        last[-1] = True
-        eid = embodiment_id or self.embodiment_id
-        return Episode(
-            dataset=self.dataset, episode_id=key, embodiment=eid, embodiment_prompt=self.prompt(eid),
-            task_family="manipulation", timestamp_ns=step_timestamps_ns(t, self.fps),
-            action=action, action_mask=amask, action_raw=np.ascontiguousarray(action_raw, dtype=np.float32),
+        return self.make_episode(
+            key, action=action, action_mask=amask, action_raw=np.ascontiguousarray(action_raw, dtype=np.float32),
             state=state, state_mask=smask, state_raw=np.ascontiguousarray(state_raw, dtype=np.float32),
-            is_first=first, is_last=last, is_terminal=term, action_valid=valid,
-            instruction=instruction, instructions=list(instructions), language="en",
-            images={r: f for r, f in images.items() if f is not None},
+            is_terminal=bool(is_terminal), last_action_valid=bool(valid[-1]), embodiment=embodiment_id,
+            instruction=instruction, instructions=list(instructions), images={r: f for r, f in images.items() if f is not None},
             reward=None if reward is None else np.asarray(reward, dtype=np.float32).reshape(t),
-            split=entry.split, source_file=sf.path, source_index=entry.index, extra=extra,
-        )
+            split=entry.split, source_file=sf.path, source_index=entry.index, extra=extra)
 
 
 def concat_raw(arrays: list[np.ndarray], t: int) -> np.ndarray:

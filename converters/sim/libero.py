@@ -13,7 +13,10 @@ OpenCV convention equals the vertical flip; the cube lands where the camera mode
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Literal
 
+from ..base import option
 from .common import spec_named
 from .hdf5 import SourceFile, attr_json, attr_str, open_h5, safe_name
 from .robomimic import RobomimicConverter, RobosuiteProfile
@@ -35,8 +38,11 @@ class LiberoConverter(RobomimicConverter):
     version = "1.0"
     description = "LIBERO demonstration HDF5 (problem_info instruction, OpenGL frames flipped upright)"
     layouts = ("libero",)
-    option_keys = frozenset({"libero_image", "image_orientation"})
-    orientation_option = "libero_image"
+
+    @dataclass(frozen=True)
+    class Options(RobomimicConverter.Options):
+        libero_image: Literal["flip_vertical", "rotate_180", "none"] | None = option(
+            None, "orientation fix of the frames (default flip_vertical; rotate_180 is OpenVLA's variant)")
 
     def setup(self, mine: list[SourceFile]) -> None:
         p = None
@@ -71,9 +77,7 @@ class LiberoConverter(RobomimicConverter):
                               "this also mirrors left and right; flip_vertical is the physically upright one")
 
     def choose_orientation(self, p) -> str:
-        if self.options.extra.get("libero_image") or self.options.extra.get("image_orientation"):
-            return super().choose_orientation(p)
-        return "flip_vertical" if (p is None or p.image_convention == "opengl") else "none"
+        return self.opts.libero_image or super().choose_orientation(p)
 
     def spec_of(self, p):
         return self.spec  # one LIBERO spec (or --spec) for every file

@@ -10,6 +10,7 @@ Gripper: +1 = open, -1 = closed (the opposite of robosuite/LIBERO).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +20,7 @@ import numpy as np
 from vlaflow.media.images import encode_frames
 from vlaflow.schemas import EpisodeError, FeatureMismatch, InputError
 
-from ..base import ReadItem, WorkUnit
+from ..base import ReadItem, WorkUnit, option
 from ..standardize import DatasetSpec
 from .common import EpisodeEntry, SimConverter, concat_raw, raw_key_names, spec_named, specialize, words_from_name
 from .errors import LengthMismatch, MissingMetadata, UnreadableFile
@@ -85,7 +86,11 @@ class ManiSkillConverter(SimConverter):
     version = "1.0"
     description = "ManiSkill 2/3 trajectory .h5 + .json pairs (obs has T+1 steps)"
     layouts = ("maniskill",)
-    option_keys = frozenset({"maniskill_rot_scale"})
+
+    @dataclass(frozen=True)
+    class Options(SimConverter.Options):
+        maniskill_rot_scale: float | None = option(None, "scale of ManiSkill3 pd_ee_delta_pose rotation actions "
+                                                         "(rad per unit; default the controller's)")
 
     def setup(self, mine: list[SourceFile]) -> None:
         self._meta: dict[str, dict] = {}
@@ -121,8 +126,8 @@ class ManiSkillConverter(SimConverter):
             self._warnings.append(f"control mode {self.mode}: no spec, ingesting raw actions with the generic "
                                   f"embodiment (supported: {', '.join(SUPPORTED)})")
         self.params = {}
-        if "maniskill_rot_scale" in self.options.extra:
-            self.params["fn:maniskill3_ee_delta_rot"] = {"scale": float(self.options.extra["maniskill_rot_scale"])}
+        if self.opts.maniskill_rot_scale is not None:
+            self.params["fn:maniskill3_ee_delta_rot"] = {"scale": self.opts.maniskill_rot_scale}
         self.embodiment_id = self.spec.embodiment
         self.dataset = safe_name(f"maniskill_{self.env_id}")
         self.control_mode = self.mode
@@ -175,7 +180,7 @@ class ManiSkillConverter(SimConverter):
                 cams[free.pop(0)] = key
         return cams
 
-    # -- plan ---------------------------------------------------------------------------------------
+    # -- work units ---------------------------------------------------------------------------------
     def list_episodes(self, sf: SourceFile) -> list[EpisodeEntry]:
         load_sidecar(sf.path)
         with open_h5(sf.path) as f:

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
 from vlaflow.media.images import encode_frames, orient
 from vlaflow.schemas import FeatureMismatch
 
-from ..base import ReadItem, WorkUnit
+from ..base import ReadItem, WorkUnit, option
 from ..standardize import DatasetSpec
 from .common import EpisodeEntry, SimConverter, concat_raw, raw_key_names, spec_named, specialize, words_from_name
 from .errors import LengthMismatch, MissingDataGroup
@@ -188,8 +189,11 @@ class RobomimicConverter(SimConverter):
     version = "1.0"
     description = "robomimic HDF5 and robosuite raw demonstrations (layout detected per file)"
     layouts = ("robomimic", "robosuite_raw")
-    option_keys = frozenset({"image_orientation"})
-    orientation_option = "image_orientation"
+
+    @dataclass(frozen=True)
+    class Options(SimConverter.Options):
+        image_orientation: Literal["flip_vertical", "rotate_180", "none"] | None = option(
+            None, "orientation fix of the frames (default: flip_vertical for OpenGL-rendered files)")
 
     # -- setup --------------------------------------------------------------------------------------
     def setup(self, mine: list[SourceFile]) -> None:
@@ -252,17 +256,10 @@ class RobomimicConverter(SimConverter):
         self.dataset = safe_name(f"{kind}_{p.env_name.lower()}" if p is not None else kind)
 
     def choose_orientation(self, p: RobosuiteProfile | None) -> str:
-        opt = self.options.extra.get(self.orientation_option) or self.options.extra.get("image_orientation")
-        if opt:
-            opt = str(opt)
-            if opt not in ("flip_vertical", "rotate_180", "none"):
-                from vlaflow.schemas import InputError
+        return self.opts.image_orientation or ("flip_vertical" if (p is None or p.image_convention == "opengl")
+                                               else "none")
 
-                raise InputError(f"--opt {self.orientation_option} must be flip_vertical, rotate_180 or none")
-            return opt
-        return "flip_vertical" if (p is None or p.image_convention == "opengl") else "none"
-
-    # -- plan ---------------------------------------------------------------------------------------
+    # -- work units ---------------------------------------------------------------------------------
     def file_profile(self, f, sf: SourceFile) -> RobosuiteProfile:
         if sf.path not in self._profiles:
             self._profiles[sf.path] = RobosuiteProfile(f, sf.layout or "robomimic")

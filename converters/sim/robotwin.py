@@ -17,6 +17,7 @@ import json
 import pickle
 import re
 import zlib
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -26,7 +27,7 @@ import numpy as np
 from vlaflow.media.images import check_encoded, encode_frames
 from vlaflow.schemas import EpisodeError, FeatureMismatch
 
-from ..base import ReadItem, WorkUnit
+from ..base import ReadItem, WorkUnit, option
 from .common import EpisodeEntry, SimConverter, concat_raw, raw_key_names, spec_named, specialize, words_from_name
 from .errors import LengthMismatch, UntrustedPickle
 from .hdf5 import SourceFile, attr_str, natural_key, open_h5, safe_name
@@ -72,13 +73,17 @@ class RoboTwinConverter(SimConverter):
     version = "1.0"
     description = "RoboTwin 2.0 HDF5, XPolicyLab v1.0 HDF5 and 1.0 per-frame pickles (behind trust_pickle)"
     layouts = ("robotwin2", "robotwin_xpl", "robotwin_pkl")
-    option_keys = frozenset({"trust_pickle"})
+
+    @dataclass(frozen=True)
+    class Options(SimConverter.Options):
+        trust_pickle: bool = option(False, "read RoboTwin 1.0 per-frame pickles (unpickling runs code: trusted "
+                                           "sources only)")
 
     def setup(self, mine: list[SourceFile]) -> None:
         counts = {k: sum(f.layout == k for f in mine) for k in self.layouts}
         main = max(self.layouts, key=lambda k: counts[k])
         self.main_layout = main
-        self.trust_pickle = self.options.flag("trust_pickle")
+        self.trust_pickle = self.opts.trust_pickle
         self.specs = {"robotwin2": spec_named("robotwin2"), "robotwin_pkl": spec_named("robotwin2"),
                       "robotwin_xpl": spec_named("robotwin_xpolicylab")}
         if self.options.spec is not None:
@@ -130,7 +135,7 @@ class RoboTwinConverter(SimConverter):
             self.action_raw_keys = ["joint_action/vector[14]"]
             self.state_raw_keys = ["joint_action/vector[14]"]
         arm = widths.get("left_arm") or widths.get("left_arm_joint_states")
-        if arm and arm != 6 and "embodiment" not in self.options.extra:
+        if arm and arm != 6 and not self.opts.embodiment:
             self._warnings.append(f"{arm} joints per arm, but the default embodiment aloha_agilex has 6: pass "
                                   "--opt embodiment=<id> (and --embodiment FILE) for this robot")
         self.notes.append("source layout(s): " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
@@ -148,7 +153,7 @@ class RoboTwinConverter(SimConverter):
             return safe_name(f"robotwin_{task}"), task
         return "robotwin", task or p.parent.name
 
-    # -- plan ---------------------------------------------------------------------------------------
+    # -- work units ---------------------------------------------------------------------------------
     def list_episodes(self, sf: SourceFile) -> list[EpisodeEntry]:
         path = Path(sf.path)
         idx = episode_number(path.stem if path.is_file() else path.name)

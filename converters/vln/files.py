@@ -11,9 +11,9 @@ from typing import Iterator
 
 import pyarrow.fs as pafs
 from vlaflow.media.fs import resolve
-from vlaflow.schemas import InputError
+from vlaflow.schemas import EpisodeError
 
-from .errors import CorruptGzip, CorruptJson
+from .errors import CorruptGzip, CorruptJson, UnsafePath
 
 _GZ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
 
@@ -62,6 +62,15 @@ class Source:
         except json.JSONDecodeError as err:
             raise CorruptJson(f"{posixpath.basename(path)}: not valid JSON: {err}") from None
 
+    def json_or_error(self, path: str):
+        """The parsed document, or the EpisodeError that reading it raised (``read`` reports it per unit)."""
+        try:
+            return self.read_json(path)
+        except EpisodeError as err:
+            return err
+        except UnicodeDecodeError as err:
+            return CorruptJson(f"{posixpath.basename(path)}: not UTF-8 ({err})")
+
     def iter_lines(self, path: str) -> Iterator[tuple[int, bytes | Exception]]:
         """(index, line) for every non-empty line of a (gzipped) JSON-lines file; a decompression
         failure ends the stream with one ``(index, CorruptGzip)``."""
@@ -96,13 +105,13 @@ def safe_name(text: str, limit: int = 128) -> str:
     return (_SAFE.sub("_", str(text)).strip("._") or "_")[:limit]
 
 
-def split_of(filename: str, pattern: re.Pattern) -> str | None:
-    m = pattern.fullmatch(filename)
-    return m.group("split") if m else None
-
-
-def require_dir_or_file(src: Source, what: str) -> pafs.FileType:
-    kind = src.kind(src.root)
-    if kind == pafs.FileType.NotFound:
-        raise InputError(f"{src.uri}: not found ({what})")
-    return kind
+def safe_relpath(rel) -> str:
+    """A relative POSIX path from data, refusing absolute paths, drive letters and '..' components."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise UnsafePath(f"frame folder {rel!r} is not a path")
+    if "\\" in rel or "\x00" in rel or rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or "://" in rel:
+        raise UnsafePath(f"frame folder {rel[:120]!r} is not a plain relative path")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise UnsafePath(f"frame folder {rel[:120]!r} leaves the dataset folder")
+    return "/".join(parts)

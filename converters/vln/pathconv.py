@@ -1,21 +1,15 @@
-"""What R2R and RxR share: graph paths over MP3D connectivity -> navigation episodes.
-
-Options (``--opt KEY=VALUE``):
-- ``connectivity=DIR``: the folder of ``<scan>_connectivity.json`` (default: ``connectivity/`` inside
-  the input folder, or beside the input file);
-- ``primitives=true``: one row per VLN-CE-style primitive action (turn in ``turn_deg`` steps, forward
-  in 0.25 m steps) instead of one row per graph move; ``turn_deg=15|30`` (default 15) picks the
-  step and the embodiment (``nav_habitat_15deg`` / ``nav_habitat_30deg``).
-"""
+"""What R2R and RxR share: graph paths over MP3D connectivity -> navigation episodes (options: ``Options``)."""
 from __future__ import annotations
 
 import math
 import posixpath
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Literal
 
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
+from ..units import file_units
 from .files import Source
 from .graph import (
     GRAPH_ACTION_RAW_KEYS,
@@ -26,7 +20,7 @@ from .graph import (
     graph_decisions,
     primitive_decisions,
 )
-from .rows import DECISION_FPS, TASK_FAMILY, nav_episode, prompt_for, step_params
+from .rows import DECISION_FPS, TASK_FAMILY, nav_arrays, step_params
 
 LICENSE = "Matterport3D Terms of Use (non-commercial research); R2R/RxR annotations under the same terms"
 
@@ -55,6 +49,15 @@ class PathConverter(Converter):
     source_name = ""
     split_file = None  # compiled regex of the split file names
 
+    @dataclass(frozen=True)
+    class Options:
+        connectivity: str | None = option(None, "folder of <scan>_connectivity.json (default: connectivity/ in the "
+                                                "input folder or beside the input file)")
+        primitives: bool = option(False, "one row per VLN-CE primitive (turn_deg turns, 0.25 m steps) instead of "
+                                         "one per graph move")
+        turn_deg: Literal[15, 30] = option(15, "primitive turn step in degrees (embodiment nav_habitat_<turn_deg>deg)")
+        dataset: str | None = option(None, "dataset name (default r2r / rxr)")
+
     @classmethod
     def sniff(cls, input_path: str) -> bool:
         try:
@@ -68,15 +71,11 @@ class PathConverter(Converter):
     def __init__(self, input_path: str, options: ConverterOptions | None = None):
         super().__init__(input_path, options)
         self.src = Source(input_path)
-        self.primitives = self.options.flag("primitives")
-        turn = str(self.options.extra.get("turn_deg", "15")).strip()
-        if turn not in ("15", "30"):
-            raise InputError(f"--opt turn_deg must be 15 or 30, got {turn!r}")
-        self.embodiment = f"nav_habitat_{turn}deg" if self.primitives else "nav_discrete_graph"
-        self.prompt = prompt_for(self.embodiments.get(self.embodiment))
+        self.primitives = self.opts.primitives
+        self.embodiment = f"nav_habitat_{self.opts.turn_deg}deg" if self.primitives else "nav_discrete_graph"
         if self.primitives:
             self.forward_m, self.turn_rad, _ = step_params(self.embodiments.get(self.embodiment))
-        self.dataset = str(self.options.extra.get("dataset") or self.dataset_name)
+        self.dataset = self.opts.dataset or self.dataset_name
         self.files = self.find_files()  # [(split, path)] in a deterministic order
         if self.options.split:
             wanted = [s.strip() for s in self.options.split.split(",") if s.strip()]
@@ -95,9 +94,9 @@ class PathConverter(Converter):
         raise NotImplementedError
 
     def _graph_store(self) -> GraphStore:
-        opt = self.options.extra.get("connectivity")
+        opt = self.opts.connectivity
         if opt:
-            csrc = Source(str(opt))
+            csrc = Source(opt)
             if not csrc.is_dir(csrc.root):
                 raise InputError(f"--opt connectivity={opt}: not a folder")
             return GraphStore(csrc, csrc.root)
@@ -134,19 +133,9 @@ class PathConverter(Converter):
         raise NotImplementedError
 
     def plan(self, target_bytes: int) -> list[WorkUnit]:
-        units = []
-        for fi, (split, path) in enumerate(self.files):
-            size = max(self.src.size(path), 1)
-            count = self.count_entries(path)
-            if not count or size <= target_bytes:
-                units.append(WorkUnit(path, split, 0, None, size, 0, fi))
-                continue
-            per = max(1, int(count * target_bytes // size))
-            for start in range(0, count, per):
-                stop = min(count, start + per)
-                units.append(WorkUnit(path, split, start, None if stop == count else stop,
-                                      max(1, size * (stop - start) // count), 0, fi))
-        return units
+        return [u for fi, (split, path) in enumerate(self.files)
+                for u in file_units(path, split, max(self.src.size(path), 1), self.count_entries(path), target_bytes,
+                                    file_index=fi)]
 
     # -- reading ----------------------------------------------------------------------------
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
@@ -170,12 +159,10 @@ class PathConverter(Converter):
 
     def episode(self, dec: Decisions, *, key: str, instruction: str, language: str, unit: WorkUnit,
                 index: int, extra: dict, instructions: list[str] | None = None):
-        return nav_episode(
-            dataset=self.dataset, episode_id=key, embodiment=self.embodiment, prompt=self.prompt,
-            poses=dec.poses, z=dec.z, commands=dec.commands, action_raw=dec.action_raw,
-            state_raw=dec.state_raw, instruction=instruction, instructions=instructions, language=language,
-            split=unit.split, source_file=unit.source, source_index=index,
-            extra=finite_or_none(dict(extra, **dec.extra)))
+        return self.make_episode(
+            key, **nav_arrays(dec.poses, dec.commands, dec.action_raw, dec.state_raw, z=dec.z),
+            instruction=instruction, instructions=instructions, language=language, split=unit.split,
+            source_file=unit.source, source_index=index, extra=finite_or_none(dict(extra, **dec.extra)))
 
     def reject(self, key: str, err: EpisodeError, unit: WorkUnit, index: int, steps: int = 0) -> Rejected:
         return Rejected.from_error(key, err, f"{unit.source}#{index}", steps)

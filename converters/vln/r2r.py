@@ -48,15 +48,9 @@ class R2RConverter(PathConverter):
     def _load(self, path: str):
         """The parsed split file (a list), or the EpisodeError that parsing raised; one cached."""
         if self._cache is None or self._cache[0] != path:
-            try:
-                data = self.src.read_json(path)
-                if not isinstance(data, list):
-                    data = CorruptJson(f"{posixpath.basename(path)}: expected a JSON list of paths, "
-                                       f"got {type(data).__name__}")
-            except EpisodeError as err:
-                data = err
-            except UnicodeDecodeError as err:
-                data = CorruptJson(f"{posixpath.basename(path)}: not UTF-8 ({err})")
+            data = self.src.json_or_error(path)
+            if not isinstance(data, (list, EpisodeError)):
+                data = CorruptJson(f"{posixpath.basename(path)}: expected a JSON list of paths, got {type(data).__name__}")
             self._cache = (path, data)
         return self._cache[1]
 

@@ -1,4 +1,4 @@
-"""Navigation decisions -> one ``Episode``: the slots, masks, flags and clock every VLN converter shares.
+"""Navigation decisions -> the slots and masks of one episode, as every VLN converter fills them.
 
 A row is one decision: the observation (pose, frame) *before* an action, and that action; the last
 row carries STOP. ``nav.command`` = (forward m, turn rad + = left, pitch rad + = up, stop 0/1);
@@ -10,9 +10,10 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from vlaflow.schemas import ACTION, STATE, Embodiment, EmbodimentRegistry, Episode, step_timestamps_ns
+from vlaflow.schemas import ACTION, STATE, Embodiment, EmbodimentRegistry
 from vlaflow.schemas.slots import NAV_WAYPOINTS
 
+from .errors import MissingStop, UnknownAction
 from .geometry import waypoint_chunks
 
 # No VLN source has a clock: one decision per tick, at this constant, documented rate.
@@ -28,27 +29,36 @@ _Z = STATE.range("base.z")
 STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT, LOOK_UP, LOOK_DOWN = 0, 1, 2, 3, 4, 5
 
 
-def prompt_for(embodiment: Embodiment) -> str:
-    return embodiment.prompt(rate_hz=float(DECISION_FPS))
-
-
 def step_params(embodiment: Embodiment) -> tuple[float, float, float]:
     """(forward m, turn rad, pitch rad) of a discrete embodiment, read from its YAML."""
     ex = embodiment.extra
     return (float(ex["forward_m"]), float(np.deg2rad(ex["turn_deg"])), float(np.deg2rad(ex.get("pitch_deg") or 0)))
 
 
-def habitat_steps(turn_deg, embodiments: EmbodimentRegistry) -> tuple[str, float, float, float, set[int]]:
+def habitat_steps(turn_deg: int, embodiments: EmbodimentRegistry) -> tuple[str, float, float, float, set[int]]:
     """``--opt turn_deg`` (15 or 30) → (embodiment, forward m, turn rad, pitch rad, allowed action ids)."""
-    turn = str(turn_deg).strip()
-    if turn not in ("15", "30"):
-        from vlaflow.schemas import InputError
-
-        raise InputError(f"--opt turn_deg must be 15 or 30, got {turn!r}")
-    embodiment = f"nav_habitat_{turn}deg"
+    embodiment = f"nav_habitat_{turn_deg}deg"
     forward_m, turn_rad, pitch_rad = step_params(embodiments.get(embodiment))
-    allowed = {STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT} | ({LOOK_UP, LOOK_DOWN} if turn == "30" else set())
+    allowed = {STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT} | ({LOOK_UP, LOOK_DOWN} if turn_deg == 30 else set())
     return embodiment, forward_m, turn_rad, pitch_rad, allowed
+
+
+def end_with_stop(moves, allowed: set[int], *, append: bool, first: int = 0) -> tuple[np.ndarray, bool]:
+    """Habitat action ids, checked against ``allowed``, ending with one STOP: appended where the source leaves
+    it implicit (``append``), else required. Returns the ids and whether STOP was appended; ``first`` is the
+    source position of ``moves[0]`` (for messages)."""
+    moves = np.asarray(moves, np.int64)
+    bad = sorted(set(moves.tolist()) - allowed)
+    if bad:
+        raise UnknownAction(f"action ids {bad} not in {sorted(allowed)}")
+    if not append and moves[-1] != STOP:
+        raise MissingStop(f"actions do not end with STOP (last id {int(moves[-1])}, {len(moves)} actions)")
+    early = np.nonzero(moves[:-1] == STOP)[0]
+    if len(early):
+        raise MissingStop(f"STOP at action {int(early[0]) + first} of {len(moves)}, before the end")
+    if len(moves) and moves[-1] == STOP:
+        return moves, False
+    return np.concatenate([moves, [STOP]]).astype(np.int64), True
 
 
 def discrete_commands(actions, forward_m: float, turn_rad: float, pitch_rad: float) -> np.ndarray:
@@ -64,13 +74,10 @@ def discrete_commands(actions, forward_m: float, turn_rad: float, pitch_rad: flo
     return cmd
 
 
-def nav_episode(*, dataset: str, episode_id: str, embodiment: str, prompt: str, poses: np.ndarray,
-                commands: np.ndarray, action_raw: np.ndarray, state_raw: np.ndarray,
-                z: np.ndarray | None = None, with_state: bool = True, instruction: str = "",
-                instructions: list[str] | None = None, language: str = "en", images: dict | None = None,
-                split: str = "", source_file: str = "", source_index: int = -1,
-                extra: dict | None = None) -> Episode:
-    """``poses`` [T, 3] planar (x, y, yaw) before each decision; ``commands`` [T, 4]."""
+def nav_arrays(poses: np.ndarray, commands: np.ndarray, action_raw, state_raw, z: np.ndarray | None = None,
+               with_state: bool = True) -> dict:
+    """The ``make_episode`` arrays of one path: ``poses`` [T, 3] planar (x, y, yaw) before each decision,
+    ``commands`` [T, 4]. The default flags fit: the last row is STOP, which ends the episode (terminal)."""
     poses = np.asarray(poses, np.float64)
     t = len(poses)
     action = np.zeros((t, ACTION.width), np.float32)
@@ -88,18 +95,5 @@ def nav_episode(*, dataset: str, episode_id: str, embodiment: str, prompt: str, 
         if z is not None:
             state[:, _Z[0]] = np.asarray(z, np.float64)
             smask[_Z[0]] = True
-    first = np.zeros(t, bool)
-    first[0] = True
-    last = np.zeros(t, bool)
-    last[-1] = True
-    return Episode(
-        dataset=dataset, episode_id=episode_id, embodiment=embodiment, embodiment_prompt=prompt,
-        task_family=TASK_FAMILY, timestamp_ns=step_timestamps_ns(t, DECISION_FPS),
-        action=action, action_mask=amask, action_raw=np.asarray(action_raw, np.float32).reshape(t, -1),
-        state=state, state_mask=smask, state_raw=np.asarray(state_raw, np.float32).reshape(t, -1),
-        is_first=first, is_last=last, is_terminal=last.copy(),  # STOP ends the episode: terminal
-        action_valid=np.ones(t, bool), instruction=instruction,
-        instructions=list(instructions if instructions is not None else ([instruction] if instruction else [])),
-        language=language, images=images or {}, split=split, source_file=source_file,
-        source_index=source_index, extra=extra or {},
-    )
+    return dict(action=action, action_mask=amask, action_raw=np.asarray(action_raw, np.float32).reshape(t, -1),
+                state=state, state_mask=smask, state_raw=np.asarray(state_raw, np.float32).reshape(t, -1))

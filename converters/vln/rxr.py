@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import Iterator
 
 from vlaflow.schemas import EpisodeError, FeatureMismatch, InputError
 
-from ..base import ReadItem, Rejected, WorkUnit
+from ..base import ReadItem, Rejected, WorkUnit, option
 from .files import parse_json_line, safe_name
 from .pathconv import PathConverter, as_text, path_steps
 
@@ -33,6 +34,10 @@ class RxRConverter(PathConverter):
 
     split_file = SPLIT_FILE
 
+    @dataclass(frozen=True)
+    class Options(PathConverter.Options):
+        follower: bool = option(False, "also read the *_follower.jsonl[.gz] files of the input folder")
+
     def __init__(self, input_path, options=None):
         self._counts: dict[str, int] = {}
         self._decisions: dict = {}
@@ -47,7 +52,7 @@ class RxRConverter(PathConverter):
             return [(m.group("split"), src.root)]
         if not src.is_dir(src.root):
             raise InputError(f"{self.input_path}: not found")
-        roles = ("guide", "follower") if self.options.flag("follower") else ("guide",)
+        roles = ("guide", "follower") if self.opts.follower else ("guide",)
         found = {}
         for i in src.listdir(src.root):
             m = SPLIT_FILE.fullmatch(i.base_name)

@@ -9,39 +9,38 @@ One row per action (``len(actions)`` rows, the last one STOP): ``action_raw`` = 
 4 LOOK_UP, 5 LOOK_DOWN). The pose before each action: its position is the GT ``locations`` entry
 (which grows only on MOVE_FORWARD), its yaw replays the turns from ``start_rotation``. The v1-3 start
 yaw is the R2R heading negated and snapped to 30 deg: it is recorded as is, not "fixed".
-Options: ``turn_deg=15|30`` (default: 30 for RxR-CE files, else 15), ``dataset=NAME``.
 """
 from __future__ import annotations
 
 import math
 import posixpath
 import re
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Literal
 
 import numpy as np
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit
-from .errors import CorruptJson, MissingGroundTruth, MissingStop, UnknownAction
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
+from ..units import file_units
+from .errors import CorruptJson, MissingGroundTruth
 from .files import Source, safe_name
 from .geometry import habitat_quat_to_yaw, habitat_to_world, replay_discrete, wrap_angle, yaw_to_habitat_quat
 from .pathconv import LICENSE, finite_or_none
-from .rows import (
-    DECISION_FPS,
-    MOVE_FORWARD,
-    STOP,
-    TASK_FAMILY,
-    TURN_LEFT,
-    TURN_RIGHT,
-    discrete_commands,
-    nav_episode,
-    prompt_for,
-    habitat_steps,
-)
+from .rows import (DECISION_FPS, MOVE_FORWARD, TASK_FAMILY, TURN_LEFT, TURN_RIGHT, discrete_commands, end_with_stop,
+                   habitat_steps, nav_arrays)
 
 EPISODE_FILE = re.compile(r"(?P<split>[A-Za-z0-9_-]+?)(?:_(?P<role>guide|follower))?\.json\.gz")
 ACTION_RAW_KEYS = ["action_id[1]"]
 STATE_RAW_KEYS = ["position_habitat[3]", "rotation_habitat_xyzw[4]"]
+
+
+@dataclass(frozen=True)
+class EpisodeFile:
+    """A unit's payload: its episode file's ground truth, and whose annotations it holds (RxR-CE)."""
+
+    gt: str
+    role: str  # "" (R2R-CE), guide or follower
 
 
 def _episode_files(src: Source, folder: str) -> list[tuple[str, str, str, str]]:
@@ -62,6 +61,11 @@ class VLNCEConverter(Converter):
     name = "vlnce"
     version = "1.0"
     description = "VLN-CE (R2R/RxR in continuous Habitat): GT action sequences replayed into poses and waypoints"
+
+    @dataclass(frozen=True)
+    class Options:
+        turn_deg: Literal[15, 30] | None = option(None, "turn step in degrees (default 30 for RxR-CE files, else 15)")
+        dataset: str | None = option(None, "dataset name (default vlnce_r2r / vlnce_rxr)")
 
     @classmethod
     def sniff(cls, input_path: str) -> bool:
@@ -100,9 +104,8 @@ class VLNCEConverter(Converter):
         self._warnings = [f"{n}: no ground truth beside it, skipped" for n in no_gt]
         rxr = any(f[1] for f in self.files)
         (self.embodiment, self.forward_m, self.turn_rad, self.pitch_rad,
-         self.allowed) = habitat_steps(self.options.extra.get("turn_deg", "30" if rxr else "15"), self.embodiments)
-        self.prompt = prompt_for(self.embodiments.get(self.embodiment))
-        self.dataset = str(self.options.extra.get("dataset") or ("vlnce_rxr" if rxr else "vlnce_r2r"))
+         self.allowed) = habitat_steps(self.opts.turn_deg or (30 if rxr else 15), self.embodiments)
+        self.dataset = self.opts.dataset or ("vlnce_rxr" if rxr else "vlnce_r2r")
         self._cache: dict[str, object] = {}
 
     def warnings(self) -> list[str]:
@@ -129,12 +132,7 @@ class VLNCEConverter(Converter):
     # -- sources ----------------------------------------------------------------------------
     def _json(self, path: str):
         if path not in self._cache:
-            try:
-                self._cache[path] = self.src.read_json(path)
-            except EpisodeError as err:
-                self._cache[path] = err
-            except UnicodeDecodeError as err:
-                self._cache[path] = CorruptJson(f"{posixpath.basename(path)}: not UTF-8 ({err})")
+            self._cache[path] = self.src.json_or_error(path)
         return self._cache[path]
 
     def _episodes(self, path: str):
@@ -155,45 +153,37 @@ class VLNCEConverter(Converter):
     def plan(self, target_bytes: int) -> list[WorkUnit]:
         units = []
         for fi, (split, role, path, gt) in enumerate(self.files):
-            size = max(self.src.size(path) + self.src.size(gt), 1)
             eps = self._episodes(path)
-            count = len(eps) if isinstance(eps, list) else 0
-            extra = (("gt", gt), ("role", role))
-            if not count or size <= target_bytes:
-                units.append(WorkUnit(path, split, 0, None, size, 0, fi, extra=extra))
-                continue
-            per = max(1, int(count * target_bytes // size))
-            for start in range(0, count, per):
-                stop = min(count, start + per)
-                units.append(WorkUnit(path, split, start, None if stop == count else stop,
-                                      max(1, size * (stop - start) // count), 0, fi, extra=extra))
+            units += file_units(path, split, max(self.src.size(path) + self.src.size(gt), 1),
+                                len(eps) if isinstance(eps, list) else 0, target_bytes, file_index=fi,
+                                payload=EpisodeFile(gt, role))
         return units
 
     # -- reading ----------------------------------------------------------------------------
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
-        opts = dict(unit.extra)
+        gt_path, role = unit.payload.gt, unit.payload.role
         base = f"{self.dataset}/{unit.split}"
         eps = self._episodes(unit.source)
         if isinstance(eps, EpisodeError):
             yield Rejected(f"{base}/{safe_name(posixpath.basename(unit.source))}", eps.code, str(eps), unit.source)
             return
-        gt = self._gt(opts["gt"])
+        gt = self._gt(gt_path)
         stop = len(eps) if unit.stop is None else min(unit.stop, len(eps))
         for index in range(unit.start, stop):
             ep = eps[index]
             eid = ep.get("episode_id") if isinstance(ep, dict) else None
             key = f"{base}/{safe_name(eid) if eid is not None else f'#{index}'}"
-            if opts.get("role") == "follower":
+            if role == "follower":
                 key += "_follower"
             g = None
             try:
                 if eid is None:
                     raise FeatureMismatch(f"episode {index} has no episode_id")
                 if isinstance(gt, EpisodeError):
-                    raise type(gt)(f"ground truth {posixpath.basename(opts['gt'])}: {gt}")
+                    raise type(gt)(f"ground truth {posixpath.basename(gt_path)}: {gt}")
                 g = gt.get(str(eid))
                 if g is None:
-                    raise MissingGroundTruth(f"{posixpath.basename(opts['gt'])} has no entry for episode {eid}")
+                    raise MissingGroundTruth(f"{posixpath.basename(gt_path)} has no entry for episode {eid}")
                 yield self.episode(ep, g, key, unit, index)
             except EpisodeError as err:
                 acts = g.get("actions") if isinstance(g, dict) else None
@@ -210,14 +200,7 @@ class VLNCEConverter(Converter):
                                   f"{type(err).__name__}: {err}") from None
         if actions.ndim != 1 or not len(actions):
             raise FeatureMismatch("actions must be a non-empty list of ids")
-        bad = sorted(set(actions.tolist()) - self.allowed)
-        if bad:
-            raise UnknownAction(f"action ids {bad} not in {sorted(self.allowed)}")
-        if actions[-1] != STOP:
-            raise MissingStop(f"actions do not end with STOP (last id {int(actions[-1])}, {len(actions)} actions)")
-        early = np.nonzero(actions[:-1] == STOP)[0]
-        if len(early):
-            raise MissingStop(f"STOP at action {int(early[0])} of {len(actions)}, before the end")
+        end_with_stop(actions, self.allowed, append=False)
         fwd = actions == MOVE_FORWARD
         n_fwd = int(fwd.sum())
         if locs.ndim != 2 or locs.shape[1] != 3 or len(locs) != n_fwd + 1 or not np.isfinite(locs).all():
@@ -256,9 +239,8 @@ class VLNCEConverter(Converter):
         })
         if isinstance(start_pos, list) and len(start_pos) == 3:
             extra["start_offset_m"] = round(float(np.linalg.norm(np.array(start_pos, float) - locs[0])), 6)
-        return nav_episode(
-            dataset=self.dataset, episode_id=key, embodiment=self.embodiment, prompt=self.prompt, poses=poses,
-            z=world[:, 2], commands=discrete_commands(actions, self.forward_m, self.turn_rad, self.pitch_rad),
-            action_raw=actions[:, None], state_raw=np.column_stack([hab, yaw_to_habitat_quat(yaw)]),
+        return self.make_episode(
+            key, **nav_arrays(poses, discrete_commands(actions, self.forward_m, self.turn_rad, self.pitch_rad),
+                              actions[:, None], np.column_stack([hab, yaw_to_habitat_quat(yaw)]), z=world[:, 2]),
             instruction=text, instructions=[text] if text else [], language=str(language), split=unit.split,
             source_file=unit.source, source_index=index, extra=finite_or_none(extra))

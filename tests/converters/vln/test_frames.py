@@ -10,7 +10,7 @@ import pytest
 from vlaflow.converters import ConverterOptions, Rejected
 from vlaflow.converters.vln import VLNFramesConverter
 from vlaflow.converters.vln.errors import UnsafePath
-from vlaflow.converters.vln.frames import safe_relpath
+from vlaflow.converters.vln.files import safe_relpath
 from vlaflow.schemas import ACTION, Episode, InputError, validate_episode
 
 from .conftest import jpeg, make_frames_folder

@@ -177,7 +177,7 @@ def sample_rlds(output: str = typer.Argument(..., help="data dir to write <name>
                 shards: int = typer.Option(2, help="TFRecord shards per split"),
                 seed: int = typer.Option(0)) -> None:
     """Write a small synthetic Bridge-like RLDS dataset (the README's sample job input)."""
-    from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+    from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 
     path = write_sample_dataset(output, episodes=episodes, steps=steps, shards=shards, seed=seed)
     print(path)

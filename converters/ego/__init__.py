@@ -2,6 +2,6 @@
 poses + video (``egodex``), and any video + point-track file (``video_trajectory``)."""
 from .egodex import EgoDexConverter
 from .epic import EpicKitchensConverter
-from .generic import VideoTrajectoryConverter
+from .video_trajectory import VideoTrajectoryConverter
 
 __all__ = ["EgoDexConverter", "EpicKitchensConverter", "VideoTrajectoryConverter"]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from vlaflow.converters import ConverterOptions, openx_rlds
 from vlaflow.converters.ego.egodex_synth import write_egodex_episode
-from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 from vlaflow.pipelines.cli import app
 from vlaflow.pipelines.corpus import Corpus
 from vlaflow.pipelines.ingest import IngestConfig, run_ingest

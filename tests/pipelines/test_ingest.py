@@ -87,7 +87,7 @@ def test_output_opens_in_polars_datasets_and_ray(bridge_out, ray_local):
 
 def _write_broken_dataset(root: Path) -> Path:
     """Sample data with one of each bad-input case."""
-    from vlaflow.converters.openx_rlds.writer import bridge_like_episode, bridge_like_features, write_rlds_dataset
+    from vlaflow.converters.openx_rlds.synth import bridge_like_episode, bridge_like_features, write_rlds_dataset
 
     rng = np.random.default_rng(7)
     eps = [bridge_like_episode(rng, i, 5) for i in range(8)]
@@ -125,7 +125,7 @@ def test_bad_input_is_quarantined_and_the_ledger_adds_up(tmp_path, ray_local):
 
 
 def test_resume_after_interruption_is_byte_identical(tmp_path, ray_local):
-    from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+    from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 
     src = write_sample_dataset(tmp_path / "src", episodes=12, steps=6, shards=3)
     cfg = lambda out: IngestConfig("openx_rlds", str(src), str(out), ConverterOptions(), target_shard_mb=0.3)  # noqa: E731
@@ -155,7 +155,7 @@ def test_resume_after_interruption_is_byte_identical(tmp_path, ray_local):
 
 
 def test_validate_catches_tampering(tmp_path, ray_local):
-    from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+    from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 
     src = write_sample_dataset(tmp_path / "src", episodes=4, steps=5, shards=1)
     out = tmp_path / "out"
@@ -172,7 +172,7 @@ def test_validate_catches_tampering(tmp_path, ray_local):
 
 
 def test_output_uri_and_refusing_to_mix_inputs(tmp_path, ray_local):
-    from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+    from vlaflow.converters.openx_rlds.synth import write_sample_dataset
     from vlaflow.schemas import InputError
 
     a = write_sample_dataset(tmp_path / "a", episodes=3, steps=4, shards=1)
@@ -186,7 +186,7 @@ def test_output_uri_and_refusing_to_mix_inputs(tmp_path, ray_local):
 
 
 def test_converter_warnings_reach_the_manifest(tmp_path, ray_local):
-    from vlaflow.converters.openx_rlds.writer import bridge_like_episode, bridge_like_features, write_rlds_dataset
+    from vlaflow.converters.openx_rlds.synth import bridge_like_episode, bridge_like_features, write_rlds_dataset
 
     rng = np.random.default_rng(3)
     src = write_rlds_dataset(tmp_path / "src", "my_robot", "0.1.0", bridge_like_features(),

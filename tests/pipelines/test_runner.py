@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vlaflow.converters import ConverterOptions
-from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 from vlaflow.pipelines.ingest import IngestConfig, run_ingest
 from vlaflow.pipelines.runner import LocalExecutor, Stage, Task, make_executor, pending, run_stage
 from vlaflow.pipelines.stats import run_stats

@@ -172,7 +172,7 @@ def test_splits_and_a_changed_manifest(bridge_out, tmp_path):
 
 def test_partials_of_many_shards_merge_to_the_one_pass(tmp_path, ray_local):
     """Many small shards → many Ray blocks → many partials; the merge equals one pass over all rows."""
-    from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+    from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 
     src = write_sample_dataset(tmp_path / "src", episodes=30, steps=7, shards=6)
     out = tmp_path / "out"

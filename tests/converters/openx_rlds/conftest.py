@@ -1,10 +1,10 @@
-"""Generators for RLDS variants the real fixture lacks, written with the paired writer."""
+"""Generators for RLDS variants the real fixture lacks, written with ``openx_rlds.synth``."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vlaflow.converters.openx_rlds.writer import (TEMPLATE_INDEX, encode_jpeg, encode_png, sample_frame,
+from vlaflow.converters.openx_rlds.synth import (TEMPLATE_INDEX, encode_jpeg, encode_png, sample_frame,
                                                   write_rlds_dataset)
 
 

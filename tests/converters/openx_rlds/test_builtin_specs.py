@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vlaflow.converters.openx_rlds import OpenXRLDSConverter, builtin_specs
-from vlaflow.converters.openx_rlds.writer import encode_jpeg, sample_frame, write_rlds_dataset
+from vlaflow.converters.openx_rlds.synth import encode_jpeg, sample_frame, write_rlds_dataset
 from vlaflow.converters.standardize import _ROT_WIDTH
 from vlaflow.schemas import ACTION, STATE, get_embodiment, validate_episode
 

@@ -145,7 +145,7 @@ def test_user_spec_file_and_missing_optional_key(tmp_path, sensor_variants):
 
 
 def test_bgr_cameras_are_swapped_back(tmp_path):
-    from vlaflow.converters.openx_rlds.writer import encode_jpeg, write_rlds_dataset
+    from vlaflow.converters.openx_rlds.synth import encode_jpeg, write_rlds_dataset
     from tensorflow_datasets.core import features as F
     import io
     import tensorflow_datasets as tfds
@@ -176,7 +176,7 @@ def test_bgr_cameras_are_swapped_back(tmp_path):
 
 
 def test_bad_records_become_named_rejections(tmp_path):
-    from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+    from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 
     root = write_sample_dataset(tmp_path, episodes=6, steps=4, shards=1)
     shard = root / "bridge_dataset-train.tfrecord-00000-of-00001"

@@ -1,6 +1,6 @@
-"""The paired writer: RLDS builder dirs as TFDS writes them, without TensorFlow.
+"""Synthetic RLDS datasets: builder dirs as TFDS writes them, without TensorFlow.
 
-Used for the README's sample job and for test variants the real fixture lacks (dict actions,
+Used for the README's sample job (``vlaflow sample-rlds``) and for test variants the real fixture lacks (dict actions,
 float64, depth PNG, zlib tensors, several shards, both shard-name templates). Examples are encoded
 with tensorflow-datasets' own ``encode_example`` and ``ExampleSerializer``; images must be given
 already encoded (bytes), as TFDS needs TensorFlow to encode arrays.
@@ -49,7 +49,7 @@ def write_rlds_dataset(data_dir: str | Path, name: str, version: str, features, 
         split_infos.append({"name": split, "filepathTemplate": template, "numBytes": str(nbytes),
                             "shardLengths": lengths})
     info = {"name": name, "version": version, "fileFormat": "tfrecord",
-            "moduleName": "vlaflow.converters.openx_rlds.writer", "splits": split_infos}
+            "moduleName": "vlaflow.converters.openx_rlds.synth", "splits": split_infos}
     (root / "dataset_info.json").write_text(json.dumps(info, indent=2))
     return root
 

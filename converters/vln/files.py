@@ -16,6 +16,7 @@ from vlaflow.schemas import EpisodeError
 from .errors import CorruptGzip, CorruptJson, UnsafePath
 
 _GZ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
+_DIGITS = re.compile(r"(\d+)")
 
 
 class Source:
@@ -39,6 +40,13 @@ class Source:
 
     def listdir(self, path: str) -> list[pafs.FileInfo]:
         return sorted(self.fs.get_file_info(pafs.FileSelector(path)), key=lambda i: i.base_name)
+
+    def files(self, folder: str, suffixes: tuple[str, ...]) -> list[str]:
+        """Paths of the files in ``folder`` ending in one of ``suffixes`` (any case), in natural order
+        (2.jpg before 10.jpg, whatever the zero padding)."""
+        found = [i for i in self.listdir(folder) if i.type.name == "File" and i.base_name.lower().endswith(suffixes)]
+        natural = lambda i: [int(p) if p.isdigit() else p for p in _DIGITS.split(i.base_name)]  # noqa: E731
+        return [i.path for i in sorted(found, key=natural)]
 
     def read_bytes(self, path: str) -> bytes:
         with self.fs.open_input_stream(path, compression=None) as f:

@@ -12,9 +12,10 @@ STOP keeps its own (a trailing frame after it is dropped). Without poses in the 
 """
 from __future__ import annotations
 
+import contextlib
 import posixpath
-import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator, Literal
 
 import numpy as np
@@ -30,7 +31,6 @@ from .rows import DECISION_FPS, TASK_FAMILY, discrete_commands, end_with_stop, h
 
 ANNOTATIONS = "annotations.json"
 _IMAGE_EXT = (".jpg", ".jpeg", ".png")
-_DIGITS = re.compile(r"(\d+)")
 
 
 class VLNFramesConverter(Converter):
@@ -64,7 +64,6 @@ class VLNFramesConverter(Converter):
         folder = safe_name(posixpath.basename(src.root.rstrip("/")) or "data").lower()
         self.dataset = self.opts.dataset or f"vln_frames_{folder}"
         self.split = safe_name(self.options.split) if self.options.split else "train"
-        self._entries: object = None
 
     def datasets(self) -> list[DatasetInfo]:
         return [DatasetInfo(
@@ -78,38 +77,31 @@ class VLNFramesConverter(Converter):
                    "state masked out")],
         )]
 
-    def _load(self):
-        if self._entries is None:
-            data = self.src.json_or_error(self.ann_path)
-            self._entries = data if isinstance(data, (list, EpisodeError)) else CorruptJson(
-                f"{ANNOTATIONS}: expected a list of trajectories, got {type(data).__name__}")
-        return self._entries
+    @cached_property
+    def entries(self) -> list | EpisodeError:
+        data = self.src.json_or_error(self.ann_path)
+        return data if isinstance(data, (list, EpisodeError)) else CorruptJson(
+            f"{ANNOTATIONS}: expected a list of trajectories, got {type(data).__name__}")
 
     def _frames(self, entry: dict) -> list[str]:
         rel = safe_relpath(entry.get("video"))
         folder = posixpath.join(self.src.root, rel, "rgb")
         if not self.src.is_dir(folder):
             raise MissingFrames(f"no frame folder {rel}/rgb")
-        names = [i for i in self.src.listdir(folder)
-                 if i.type.name == "File" and i.base_name.lower().endswith(_IMAGE_EXT)]
-        natural = lambda i: [int(p) if p.isdigit() else p for p in _DIGITS.split(i.base_name)]  # noqa: E731
-        return [i.path for i in sorted(names, key=natural)]
+        return self.src.files(folder, _IMAGE_EXT)
 
     def _texts(self, entry) -> list[str]:
         ins = entry.get("instructions", entry.get("instruction")) if isinstance(entry, dict) else None
         return [ins] if isinstance(ins, str) else [str(x) for x in ins] if isinstance(ins, list) else []
 
     def plan(self, target_bytes: int) -> list[WorkUnit]:
-        entries = self._load()
+        entries = self.entries
         if not isinstance(entries, list) or not entries:
             return [WorkUnit(self.ann_path, self.split, 0, None, max(self.src.size(self.ann_path), 1))]
-        # Frame bytes estimated from the first few trajectories instead of stat'ing every frame.
         sizes = []
-        for entry in entries[:4]:
-            try:
+        for entry in entries[:4]:  # frame bytes estimated from a few trajectories instead of stat'ing every frame
+            with contextlib.suppress(EpisodeError, AttributeError):
                 sizes += [self.src.size(path) for path in self._frames(entry)]
-            except (EpisodeError, AttributeError):
-                continue
         per_frame = sum(sizes) / len(sizes) if sizes else 20_000
         acts = [e.get("actions") if isinstance(e, dict) else None for e in entries]
         copies = [max(1, len(self._texts(e))) if self.opts.per_instruction else 1 for e in entries]
@@ -117,7 +109,7 @@ class VLNFramesConverter(Converter):
             int(per_frame * (len(a) if isinstance(a, list) else 1) * c) + 1 for a, c in zip(acts, copies)], target_bytes)
 
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
-        entries = self._load()
+        entries = self.entries
         base = f"{self.dataset}/{unit.split}"
         if isinstance(entries, EpisodeError):
             yield Rejected(f"{base}/{ANNOTATIONS}", entries.code, str(entries), unit.source)

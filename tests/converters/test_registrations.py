@@ -17,7 +17,7 @@ import yaml
 from vlaflow.converters import Converter, ConverterOptions
 from vlaflow.converters.openx_rlds import OpenXRLDSConverter
 from vlaflow.converters.openx_rlds.converter import builtin_specs as openx_specs
-from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 from vlaflow.converters.sim.common import builtin_specs as sim_specs
 from vlaflow.converters.standardize import load_spec_file, spec_from_dict, spec_to_dict
 from vlaflow.converters.transforms import transform_table

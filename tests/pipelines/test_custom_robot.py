@@ -17,7 +17,7 @@ import yaml
 
 from vlaflow.converters import ConverterOptions
 from vlaflow.converters.openx_rlds.converter import SPEC_DIR
-from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 from vlaflow.pipelines.ingest import IngestConfig, run_ingest
 from vlaflow.pipelines.validate import validate_output
 from vlaflow.schemas import Col, Embodiment, EmbodimentRegistry, load_embodiment_files

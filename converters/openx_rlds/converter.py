@@ -13,8 +13,8 @@ from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch,
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
 from ..standardize import (DatasetSpec, last_action_invalid, load_spec_dir, spec_from_dict, spec_to_dict,
                            standardize)
-from ..units import pack_ranges
 from ..transforms import bgr_to_rgb_image, codepoints_to_text
+from ..units import pack_ranges
 from .builder import BuilderDir, Leaf, open_builder
 from .tfrecord import RecordError, index_records, iter_records
 

@@ -23,8 +23,8 @@ from vlaflow.schemas.columns import IMAGE_TRANSFORMS
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
 from ..standardize import (DatasetSpec, last_action_invalid, load_spec, load_spec_dir, spec_from_dict, spec_to_dict,
                            standardize)
-from .errors import LengthMismatch, UnreadableFile
 from ..units import pack_ranges
+from .errors import LengthMismatch, UnreadableFile
 from .hdf5 import SourceFile, classified, classify_input, natural_key, safe_name, scan_input
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,11 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from vlaflow.converters import (PIPELINE_OPTION_KEYS, ConverterOptions, Rejected, available, describe, file_units,
-                                load, option, pack_ranges, record_units)
+from vlaflow.converters import (ConverterOptions, Rejected, available, describe, file_units, load, option,
+                                pack_ranges, record_units)
 from vlaflow.converters.base import parse_options
 from vlaflow.converters.episodes import EpisodeFactory
+from vlaflow.media import STORAGE_OPTION_KEYS
 from vlaflow.schemas import ACTION, STATE, Episode, InputError, get_embodiment, step_timestamps_ns, validate_episode
 
 from ..conftest import SHARED
@@ -83,7 +84,7 @@ def test_unknown_keys_are_refused_the_same_way_by_every_converter():
             assert f.metadata.get("help"), f"{name}: --opt {f.name} has no help"
         # frame storage is the pipeline's: every converter accepts those keys
         parse_options(cls.Options, {k: "4" if k in ("gop", "crf", "jpeg_quality") else "mp4" if k == "storage"
-                                    else "h264" for k in PIPELINE_OPTION_KEYS}, name)
+                                    else "h264" for k in STORAGE_OPTION_KEYS}, name)
 
 
 def test_cli_flags_map_to_typed_keys():

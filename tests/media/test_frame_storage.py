@@ -106,7 +106,7 @@ def test_openx_ingest_stored_as_mp4_through_ray(tmp_path, ray_local):
     """An Open-X source stored as MP4 with no converter change: references, validate --images, PSNR > 30 dB."""
     from vlaflow.converters import ConverterOptions
     from vlaflow.converters.openx_rlds import OpenXRLDSConverter
-    from vlaflow.converters.openx_rlds.writer import write_sample_dataset
+    from vlaflow.converters.openx_rlds.synth import write_sample_dataset
     from vlaflow.pipelines.ingest import IngestConfig, run_ingest
 
     src = write_sample_dataset(tmp_path / "src", episodes=6, steps=10, shards=2)

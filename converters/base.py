@@ -135,7 +135,8 @@ class Converter(abc.ABC):
 
     @classmethod
     def sniff(cls, input_path: str) -> bool:
-        """Cheap check: does ``input_path`` look like this converter's format? (for ``--converter auto``)"""
+        """Cheap check: does ``input_path`` look like this converter's format? (for ``--converter auto``, which
+        takes an exception for a no)"""
         return False
 
     @abc.abstractmethod

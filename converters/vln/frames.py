@@ -1,14 +1,12 @@
 """``vln_frames``: pre-rendered VLN trajectory folders (StreamVLN / NaVILA-style training data).
 
-Layout: ``annotations.json`` = a list of ``{id, video, instructions [...], actions [-1, a1, a2, ...]}``
-beside ``images/<episode>/rgb/NNN.jpg`` (``video`` = ``images/<episode>``, relative to the folder).
-There is one frame per entry of ``actions``: the leading ``-1`` aligns frame 0 (the observation before
-``a1``), frame ``t`` is the observation before ``a(t+1)``, and the final frame is the one before the
-closing STOP, which the data leaves implicit (the StreamVLN loader appends it) and vlaflow writes as
-the last row. So an episode has ``len(actions)`` rows, each with its frame in ``images.primary``
-(bytes untouched) and its action; ``action_raw`` is the action id. A source that already ends with
-STOP keeps its own (a trailing frame after it is dropped). Without poses in the source,
-``nav.waypoints`` dead-reckon the nominal steps (no collisions) and the state is masked out.
+``annotations.json`` lists ``{id, video, instructions [...], actions [-1, a1, ..., an]}``; ``video`` =
+``images/<episode>`` (relative) holds ``rgb/NNN.jpg``, one frame per entry of ``actions``: frame ``t`` is
+the observation before ``a(t+1)`` (the leading ``-1`` aligns frame 0), the last one precedes the closing
+STOP, which StreamVLN leaves implicit and vlaflow appends (a source ending with STOP keeps its own; a
+trailing frame after it is dropped). So an episode has ``len(actions)`` rows: the frame bytes untouched in
+``images.primary``, the action id in ``action_raw``. With no poses in the source, ``nav.waypoints``
+dead-reckon the nominal steps (no collisions) and the state is masked out.
 """
 from __future__ import annotations
 
@@ -47,11 +45,8 @@ class VLNFramesConverter(Converter):
 
     @classmethod
     def sniff(cls, input_path: str) -> bool:
-        try:
-            src = Source(input_path)
-            return src.is_file(posixpath.join(src.root, ANNOTATIONS)) and src.is_dir(posixpath.join(src.root, "images"))
-        except Exception:
-            return False
+        src = Source(input_path)
+        return src.is_file(posixpath.join(src.root, ANNOTATIONS)) and src.is_dir(posixpath.join(src.root, "images"))
 
     def __init__(self, input_path: str, options: ConverterOptions | None = None):
         super().__init__(input_path, options)
@@ -61,8 +56,7 @@ class VLNFramesConverter(Converter):
             raise InputError(f"{input_path}: no {ANNOTATIONS} (expected a pre-rendered VLN folder)")
         (self.embodiment, self.forward_m, self.turn_rad, self.pitch_rad,
          self.allowed) = habitat_steps(self.opts.turn_deg, self.embodiments)
-        folder = safe_name(posixpath.basename(src.root.rstrip("/")) or "data").lower()
-        self.dataset = self.opts.dataset or f"vln_frames_{folder}"
+        self.dataset = self.opts.dataset or f"vln_frames_{safe_name(posixpath.basename(src.root) or 'data').lower()}"
         self.split = safe_name(self.options.split) if self.options.split else "train"
 
     def datasets(self) -> list[DatasetInfo]:
@@ -95,8 +89,7 @@ class VLNFramesConverter(Converter):
         return [ins] if isinstance(ins, str) else [str(x) for x in ins] if isinstance(ins, list) else []
 
     def plan(self, target_bytes: int) -> list[WorkUnit]:
-        entries = self.entries
-        if not isinstance(entries, list) or not entries:
+        if not isinstance(entries := self.entries, list) or not entries:
             return [WorkUnit(self.ann_path, self.split, 0, None, max(self.src.size(self.ann_path), 1))]
         sizes = []
         for entry in entries[:4]:  # frame bytes estimated from a few trajectories instead of stat'ing every frame
@@ -105,8 +98,8 @@ class VLNFramesConverter(Converter):
         per_frame = sum(sizes) / len(sizes) if sizes else 20_000
         acts = [e.get("actions") if isinstance(e, dict) else None for e in entries]
         copies = [max(1, len(self._texts(e))) if self.opts.per_instruction else 1 for e in entries]
-        return record_units(self.ann_path, self.split, [
-            int(per_frame * (len(a) if isinstance(a, list) else 1) * c) + 1 for a, c in zip(acts, copies)], target_bytes)
+        costs = [int(per_frame * (len(a) if isinstance(a, list) else 1) * c) + 1 for a, c in zip(acts, copies)]
+        return record_units(self.ann_path, self.split, costs, target_bytes)
 
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
         entries = self.entries
@@ -117,8 +110,7 @@ class VLNFramesConverter(Converter):
         for index in range(unit.start, len(entries) if unit.stop is None else min(unit.stop, len(entries))):
             entry, where = entries[index], f"{unit.source}#{index}"
             stem = f"{base}/{safe_name(entry.get('id', index) if isinstance(entry, dict) else index)}"
-            instrs = self._texts(entry)
-            per = self.opts.per_instruction  # one episode per instruction, keyed <id>_<k>, when there are any
+            instrs, per = self._texts(entry), self.opts.per_instruction
             keys = [f"{stem}_{k}" for k in range(len(instrs))] if per and instrs else [stem]
             try:
                 if not isinstance(entry, dict):
@@ -129,9 +121,9 @@ class VLNFramesConverter(Converter):
                     raise MissingFrames(f"{len(frames)} frames in {entry.get('video')}/rgb for {len(ids)} decisions "
                                         f"({len(entry['actions'])} action entries incl. the leading -1)")
                 images = [self.src.read_bytes(p) for p in frames[: len(ids)]]
-            except EpisodeError as err:
+            except EpisodeError as e:
                 acts = entry.get("actions") if isinstance(entry, dict) else None
-                yield from (Rejected.from_error(k, err, where, len(acts) if isinstance(acts, list) else 0) for k in keys)
+                yield from (Rejected.from_error(k, e, where, len(acts) if isinstance(acts, list) else 0) for k in keys)
                 continue
             except OSError as err:
                 yield from (Rejected(k, MissingFrames.code, f"cannot read frames: {err}", where) for k in keys)
@@ -139,15 +131,14 @@ class VLNFramesConverter(Converter):
             poses = replay_discrete((0.0, 0.0), 0.0, ids.tolist(), self.forward_m, self.turn_rad)[:-1]
             arrays = nav_arrays(poses, discrete_commands(ids, self.forward_m, self.turn_rad, self.pitch_rad),
                                 ids[:, None], np.zeros((len(ids), 0)), with_state=False)
-            extra = finite_or_none({k: entry[k] for k in entry if k not in ("actions",)})
-            extra.update({"stop_appended": appended, "frames": len(images),
-                          "frame_files": [posixpath.basename(p) for p in frames[: len(ids)]]})
+            extra = {**finite_or_none({k: v for k, v in entry.items() if k != "actions"}), "stop_appended": appended,
+                     "frames": len(images), "frame_files": [posixpath.basename(p) for p in frames[: len(ids)]]}
             texts = instrs if per and instrs else [instrs[0] if instrs else ""]
             for k, (key, text) in enumerate(zip(keys, texts, strict=True)):
                 yield self.make_episode(
-                    key, **arrays, instruction=text, instructions=[text] if per else instrs,
-                    language=str(entry.get("language") or "en"), images={"primary": images}, split=unit.split,
-                    source_file=unit.source, source_index=index, extra=dict(extra, instruction_index=k) if per else extra)
+                    key, **arrays, instruction=text, instructions=[text] if per else instrs, images={"primary": images},
+                    language=str(entry.get("language") or "en"), split=unit.split, source_file=unit.source,
+                    source_index=index, extra=dict(extra, instruction_index=k) if per else extra)
 
     def _actions(self, entry: dict) -> tuple[np.ndarray, bool]:
         """The decision ids (one per row) and whether the closing STOP was appended."""

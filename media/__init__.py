@@ -1,7 +1,7 @@
 """Frames in and out, for every converter and stage: video clocks, sampling, decoders and clip encoding
 (``video``), image encoding and orientation (``images``), the ``--opt storage`` choice (``storage``), shard
 MP4 assembly (``shard_videos``), reading frames back from any filesystem (``reader``). Sees only ``schemas``."""
-from .fs import is_safe_rel, resolve
+from .fs import resolve
 from .images import FORMATS, check_encoded, decode_rgb, encode_frames, encode_image, orient
 from .reader import FrameReader
 from .shard_videos import ShardVideos
@@ -11,5 +11,5 @@ from .video import (CODECS, DECODERS, ClipEncoder, DecordDecoder, PyAVDecoder, U
 
 __all__ = ["CODECS", "DECODERS", "FORMATS", "STORAGES", "STORAGE_OPTION_KEYS", "ClipEncoder", "DecordDecoder",
            "FrameReader", "FrameStorage", "PyAVDecoder", "ShardVideos", "UndecodableVideo", "VideoIndex",
-           "check_encoded", "decode_rgb", "encode_frames", "encode_image", "is_safe_rel", "nearest_frames",
+           "check_encoded", "decode_rgb", "encode_frames", "encode_image", "nearest_frames",
            "open_decoder", "orient", "probe", "resolve", "sample_indices"]

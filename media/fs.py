@@ -25,10 +25,3 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
         except (ImportError, ValueError, OSError) as err:
             raise InputError(f"cannot open {uri!r}: {arrow_err}; fsspec: {err}") from None
         return PyFileSystem(FSSpecHandler(fs)), path.rstrip("/") or "/"
-
-
-def is_safe_rel(rel) -> bool:
-    """A path read from data (manifest, frame references) that stays inside the output root."""
-    if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "\\" in rel or ":" in rel:
-        return False
-    return all(part not in ("", ".", "..") for part in rel.split("/"))

@@ -14,7 +14,9 @@ from collections import OrderedDict
 import numpy as np
 import pyarrow.fs as pafs
 
-from .fs import is_safe_rel, resolve
+from vlaflow.schemas.names import is_safe_rel
+
+from .fs import resolve
 from .images import decode_rgb
 from .video import UndecodableVideo, VideoIndex, open_decoder, probe
 

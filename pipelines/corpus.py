@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from vlaflow.media.fs import is_safe_rel
+from vlaflow.schemas.names import is_safe_rel
 from vlaflow.schemas import SCHEMA_VERSION, Col, EpCol, InputError, SpecError, schema_metadata
 from vlaflow.schemas.embodiment import EmbodimentRegistry
 

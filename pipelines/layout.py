@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import posixpath
-import re
+
+from vlaflow.schemas.names import safe_component
 
 DATA_DIR = "data"
 VIDEO_DIR = "videos"  # MP4s of frames stored as video, mirroring data/ (one per shard and camera)
@@ -32,15 +33,6 @@ ROW_GROUP_BYTES = 16 << 20
 # Read tasks hand episodes to the writer in batches (one Arrow build per batch, not per episode).
 BATCH_BYTES = 4 << 20
 BATCH_EPISODES = 64
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_component(name: str) -> str:
-    """A path component from data (dataset or split names): no separators, no dot-dot."""
-    out = _SAFE.sub("_", name).strip("._") or "_"
-    return out[:128]
-
 
 def shard_path(dataset: str, split: str, index: int) -> str:
     folder = index // FILES_PER_FOLDER

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlaflow.media.fs import is_safe_rel
+from vlaflow.schemas.names import is_safe_rel
 from vlaflow.schemas import (SCHEMA_VERSION, Col, EpCol, UndecodableImage, check_image_bytes, read_schema_metadata,
                              step_schema)
 from vlaflow.schemas.columns import CAMERA_ROLES

@@ -26,9 +26,10 @@ import numpy as np
 
 from vlaflow.media import open_decoder, probe, sample_indices
 from vlaflow.schemas import ACTION, STATE, TRAJECTORY, DatasetInfo, Episode, EpisodeError, InputError
+from vlaflow.schemas.names import natural_key, safe_component
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
-from ..sim.hdf5 import attr_str, natural_key, open_h5, safe_name
+from ..sim.hdf5 import attr_str, open_h5
 from .errors import MissingFrames, MissingIntrinsics, NonFinitePose, PoseMismatch
 from .files import episode_key, local_root
 from .trajectory import Observations, build_chunks, cv_camera_from_world, pad_horizon
@@ -87,7 +88,7 @@ class EgoDexConverter(Converter):
         self.files = _scan(input_path)
         if not self.files:
             raise InputError(f"{input_path}: no .hdf5 files found")
-        self.dataset = safe_name(self.opts.dataset or "egodex")
+        self.dataset = safe_component(self.opts.dataset or "egodex")
         self._warnings: list[str] = []
 
     def warnings(self) -> list[str]:

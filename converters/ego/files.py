@@ -5,8 +5,8 @@ from pathlib import Path
 
 from vlaflow.media.fs import resolve
 from vlaflow.schemas import InputError
+from vlaflow.schemas.names import safe_component
 
-from ..sim.hdf5 import safe_name
 
 
 def local_root(input_path: str, who: str) -> Path:
@@ -23,4 +23,4 @@ def local_root(input_path: str, who: str) -> Path:
 def episode_key(root: Path, path: Path, dataset: str) -> str:
     """``<dataset>/<relative path without suffix>``, each component a plain name."""
     rel = path.relative_to(root).with_suffix("").parts if path != root else (path.stem,)
-    return "/".join([dataset] + [safe_name(x) for x in rel])
+    return "/".join([dataset] + [safe_component(x) for x in rel])

@@ -37,9 +37,9 @@ import numpy as np
 from vlaflow.media import open_decoder, probe, sample_indices
 from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError
 from vlaflow.schemas.slots import TRAJ_POINTS
+from vlaflow.schemas.names import natural_key, safe_component
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
-from ..sim.hdf5 import natural_key, safe_name
 from .errors import MissingFrames, MissingIntrinsics, NonFinitePose, UnsafePath
 from .files import episode_key, local_root
 from .trajectory import Observations, build_chunks, cv_camera_from_world, pad_horizon
@@ -126,7 +126,7 @@ class VideoTrajectoryConverter(Converter):
         self.files = _scan(self.root, videos=self.opts.hands == "mediapipe")
         if not self.files:
             raise InputError(f"{input_path}: no track files (.json with a 'points' mapping, or .parquet)")
-        self.dataset = safe_name(self.opts.dataset or "video_trajectory")
+        self.dataset = safe_component(self.opts.dataset or "video_trajectory")
         self._warnings: list[str] = []
 
     def warnings(self) -> list[str]:

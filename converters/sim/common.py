@@ -19,13 +19,14 @@ import numpy as np
 
 from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError, NonFiniteValue
 from vlaflow.schemas.columns import IMAGE_TRANSFORMS
+from vlaflow.schemas.names import natural_key, safe_component
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
 from ..standardize import (DatasetSpec, last_action_invalid, load_spec, load_spec_dir, spec_from_dict, spec_to_dict,
                            standardize)
 from ..units import pack_ranges
 from .errors import LengthMismatch, UnreadableFile
-from .hdf5 import SourceFile, classified, classify_input, natural_key, safe_name, scan_input
+from .hdf5 import SourceFile, classified, classify_input, scan_input
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class SimConverter(Converter):
             self.embodiment_id = self.opts.embodiment
         self.embodiments.get(self.embodiment_id)  # unknown id: SpecError, one line on the CLI
         if self.opts.dataset:
-            self.dataset = safe_name(self.opts.dataset)
+            self.dataset = safe_component(self.opts.dataset)
         for t in self.image_transform.split("+"):
             if t not in IMAGE_TRANSFORMS:
                 raise InputError(f"image transform {t!r} not in {IMAGE_TRANSFORMS}")
@@ -170,8 +171,10 @@ class SimConverter(Converter):
         return spec_from_dict(self.options.spec, source=self.options.spec_file or "--spec")
 
     def resolved_spec(self) -> dict:
-        """The spec before per-file specialization (``specialize`` drops absent keys, fills controller ranges)."""
-        return spec_to_dict(self.spec)
+        """The spec before per-file specialization (``specialize`` drops absent keys, fills controller ranges),
+        with what ``--opt dataset/embodiment/fps`` overrode."""
+        fps = self.fps.numerator if self.fps.denominator == 1 else str(self.fps)
+        return {**spec_to_dict(self.spec), "dataset": self.dataset, "embodiment": self.embodiment_id, "fps": fps}
 
     def datasets(self) -> list[DatasetInfo]:
         conv = self.spec.conventions
@@ -198,12 +201,12 @@ class SimConverter(Converter):
         for ext in (".hdf5", ".h5", ".he5"):
             if rel.lower().endswith(ext):
                 rel = rel[: -len(ext)]
-        return "__".join(safe_name(p) for p in rel.split("/") if p)
+        return "__".join(safe_component(p) for p in rel.split("/") if p)
 
     def episode_key(self, sf: SourceFile, split: str, name: str | None) -> str:
-        parts = [self.dataset, safe_name(split or "all"), self._stem(sf)]
+        parts = [self.dataset, safe_component(split or "all"), self._stem(sf)]
         if name:  # "" = the file is the episode
-            parts.append(safe_name(name))
+            parts.append(safe_component(name))
         return "/".join(parts)
 
     # -- work units -------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ Layouts (``classify``):
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +25,6 @@ from .errors import TruncatedFile, UnreadableFile
 
 HDF5_EXTS = (".hdf5", ".h5", ".he5")
 MAX_SCAN_FILES = 100_000
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(name: str) -> str:
-    """A path/id component from data: no separators, no dot-dot, bounded."""
-    out = _SAFE.sub("_", str(name)).strip("._") or "_"
-    return out[:128]
-
-
-def natural_key(name: str):
-    """demo_2 < demo_10; traj_9 < traj_10."""
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
 
 def open_h5(path: str | Path):
     """Open read-only; a truncated or non-HDF5 file raises a named ``EpisodeError``."""

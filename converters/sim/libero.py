@@ -16,9 +16,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from vlaflow.schemas.names import safe_component
 from ..base import option
 from .common import spec_named
-from .hdf5 import SourceFile, attr_json, attr_str, open_h5, safe_name
+from .hdf5 import SourceFile, attr_json, attr_str, open_h5
 from .robomimic import RobomimicConverter, RobosuiteProfile
 
 _SCENE = re.compile(r"^(?:[A-Z0-9]+_)*(?:SCENE\d+|[A-Z]+\d+)_")
@@ -58,7 +59,7 @@ class LiberoConverter(RobomimicConverter):
         root = self.input_path.rstrip("/").rsplit("/", 1)[-1]
         parent = mine[0].path.rsplit("/", 2)[-2] if "/" in mine[0].path else ""
         base = root if not root.lower().endswith((".hdf5", ".h5")) else parent
-        self.dataset = safe_name(base.lower()) if base.lower().startswith("libero") else "libero"
+        self.dataset = safe_component(base.lower()) if base.lower().startswith("libero") else "libero"
         self.spec = self.spec_for_user(spec_named("libero"))
         self.embodiment_id = self.spec.embodiment
         self.fps = self.spec.fps

@@ -19,12 +19,13 @@ import numpy as np
 
 from vlaflow.media.images import encode_frames
 from vlaflow.schemas import EpisodeError, FeatureMismatch, InputError
+from vlaflow.schemas.names import natural_key, safe_component
 
 from ..base import ReadItem, WorkUnit, option
 from ..standardize import DatasetSpec
 from .common import EpisodeEntry, SimConverter, concat_raw, raw_key_names, spec_named, specialize, words_from_name
 from .errors import LengthMismatch, MissingMetadata, UnreadableFile
-from .hdf5 import SourceFile, flat_datasets, natural_key, open_h5, safe_name, storage_bytes
+from .hdf5 import SourceFile, flat_datasets, open_h5, storage_bytes
 
 SUPPORTED = ("pd_joint_pos", "pd_joint_delta_pos", "pd_ee_delta_pos", "pd_ee_delta_pose")
 _TASK_TEXT = {
@@ -129,7 +130,7 @@ class ManiSkillConverter(SimConverter):
         if self.opts.maniskill_rot_scale is not None:
             self.params["fn:maniskill3_ee_delta_rot"] = {"scale": self.opts.maniskill_rot_scale}
         self.embodiment_id = self.spec.embodiment
-        self.dataset = safe_name(f"maniskill_{self.env_id}")
+        self.dataset = safe_component(f"maniskill_{self.env_id}")
         self.control_mode = self.mode
         kw = env_info.get("env_kwargs") or {}
         sim_cfg = kw.get("sim_config") or {}

@@ -22,13 +22,13 @@ import numpy as np
 
 from vlaflow.media.images import encode_frames, orient
 from vlaflow.schemas import FeatureMismatch
+from vlaflow.schemas.names import safe_component
 
 from ..base import ReadItem, WorkUnit, option
 from ..standardize import DatasetSpec
 from .common import EpisodeEntry, SimConverter, concat_raw, raw_key_names, spec_named, specialize, words_from_name
 from .errors import LengthMismatch, MissingDataGroup
-from .hdf5 import (SourceFile, attr_json, attr_str, demo_names, mjcf_qpos_index, open_h5, plain,
-                   safe_name, storage_bytes)
+from .hdf5 import SourceFile, attr_json, attr_str, demo_names, mjcf_qpos_index, open_h5, plain, storage_bytes
 
 SPLIT_MASKS = ("train", "valid", "test")
 # Datasets of a demo that the converter reads itself; anything else is "extra" (kept if it aligns).
@@ -215,7 +215,7 @@ class RobomimicConverter(SimConverter):
         envs = sorted({q.env_name for _, q in profiles if q is not None})
         if len(envs) > 1 and Path(self.input_path).is_dir():
             kind = self.dataset.split("_", 1)[0]
-            self.dataset = safe_name(f"{kind}_{Path(self.input_path).resolve().name.lower()}")
+            self.dataset = safe_component(f"{kind}_{Path(self.input_path).resolve().name.lower()}")
             self.notes.append(f"envs: {', '.join(envs)}")
         self.spec = self.spec_of(p)
         if self.spec.embodiment == "generic":
@@ -253,7 +253,7 @@ class RobomimicConverter(SimConverter):
 
     def setup_dataset(self, p: RobosuiteProfile | None, mine: list[SourceFile]) -> None:
         kind = "robomimic" if (p is None or p.layout == "robomimic") else "robosuite"
-        self.dataset = safe_name(f"{kind}_{p.env_name.lower()}" if p is not None else kind)
+        self.dataset = safe_component(f"{kind}_{p.env_name.lower()}" if p is not None else kind)
 
     def choose_orientation(self, p: RobosuiteProfile | None) -> str:
         return self.opts.image_orientation or ("flip_vertical" if (p is None or p.image_convention == "opengl")
@@ -313,7 +313,7 @@ class RobomimicConverter(SimConverter):
         if wanted:
             for w in wanted:
                 if name in masks.get(w, ()) or (w == self.default_split and w not in masks):
-                    return safe_name(w)
+                    return safe_component(w)
             return None
         present = [m for m in SPLIT_MASKS if m in masks]
         if not present:

@@ -26,11 +26,12 @@ import numpy as np
 
 from vlaflow.media.images import check_encoded, encode_frames
 from vlaflow.schemas import EpisodeError, FeatureMismatch
+from vlaflow.schemas.names import natural_key, safe_component
 
 from ..base import ReadItem, WorkUnit, option
 from .common import EpisodeEntry, SimConverter, concat_raw, raw_key_names, spec_named, specialize, words_from_name
 from .errors import LengthMismatch, UntrustedPickle
-from .hdf5 import SourceFile, attr_str, natural_key, open_h5, safe_name
+from .hdf5 import SourceFile, attr_str, open_h5
 from .images import fix_opencv_jpegs, strip_padding
 
 ROLE_OF_CAMERA = {"head_camera": "primary", "camera_head": "primary", "cam_high": "primary",
@@ -150,7 +151,7 @@ class RoboTwinConverter(SimConverter):
             task = p.parent.parent.parent.name
         inp = Path(self.input_path).resolve()
         if task and (str(inp).startswith(str(p.parent.parent.parent.resolve())) or inp == p.resolve()):
-            return safe_name(f"robotwin_{task}"), task
+            return safe_component(f"robotwin_{task}"), task
         return "robotwin", task or p.parent.name
 
     # -- work units ---------------------------------------------------------------------------------

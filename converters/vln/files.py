@@ -12,13 +12,11 @@ from typing import Iterator
 import pyarrow.fs as pafs
 from vlaflow.media.fs import resolve
 from vlaflow.schemas import EpisodeError
+from vlaflow.schemas.names import natural_key
 
 from .errors import CorruptGzip, CorruptJson, UnsafePath
 
 _GZ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
-_DIGITS = re.compile(r"(\d+)")
-
-
 class Source:
     """A filesystem and a root; every helper takes a path inside the filesystem."""
 
@@ -45,8 +43,7 @@ class Source:
         """Paths of the files in ``folder`` ending in one of ``suffixes`` (any case), in natural order
         (2.jpg before 10.jpg, whatever the zero padding)."""
         found = [i for i in self.listdir(folder) if i.type.name == "File" and i.base_name.lower().endswith(suffixes)]
-        natural = lambda i: [int(p) if p.isdigit() else p for p in _DIGITS.split(i.base_name)]  # noqa: E731
-        return [i.path for i in sorted(found, key=natural)]
+        return [i.path for i in sorted(found, key=lambda i: natural_key(i.base_name))]
 
     def read_bytes(self, path: str) -> bytes:
         with self.fs.open_input_stream(path, compression=None) as f:
@@ -103,14 +100,6 @@ def parse_json_line(line: bytes, where: str) -> dict:
     if not isinstance(obj, dict):
         raise CorruptJson(f"{where}: a JSON line must be an object, got {type(obj).__name__}")
     return obj
-
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(text: str, limit: int = 128) -> str:
-    """A name from data made safe for an id or path component (no separators, no dot-dot)."""
-    return (_SAFE.sub("_", str(text)).strip("._") or "_")[:limit]
 
 
 def safe_relpath(rel) -> str:

@@ -18,11 +18,12 @@ from typing import Iterator, Literal
 
 import numpy as np
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError
+from vlaflow.schemas.names import safe_component
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
 from ..units import record_units
 from .errors import CorruptJson, MissingFrames
-from .files import Source, safe_name, safe_relpath
+from .files import Source, safe_relpath
 from .geometry import replay_discrete
 from .pathconv import finite_or_none
 from .rows import DECISION_FPS, TASK_FAMILY, discrete_commands, end_with_stop, habitat_steps, nav_arrays
@@ -56,8 +57,8 @@ class VLNFramesConverter(Converter):
             raise InputError(f"{input_path}: no {ANNOTATIONS} (expected a pre-rendered VLN folder)")
         (self.embodiment, self.forward_m, self.turn_rad, self.pitch_rad,
          self.allowed) = habitat_steps(self.opts.turn_deg, self.embodiments)
-        self.dataset = self.opts.dataset or f"vln_frames_{safe_name(posixpath.basename(src.root) or 'data').lower()}"
-        self.split = safe_name(self.options.split) if self.options.split else "train"
+        self.dataset = self.opts.dataset or f"vln_frames_{safe_component(posixpath.basename(src.root) or 'data').lower()}"
+        self.split = safe_component(self.options.split) if self.options.split else "train"
 
     def datasets(self) -> list[DatasetInfo]:
         return [DatasetInfo(
@@ -109,7 +110,7 @@ class VLNFramesConverter(Converter):
             return
         for index in range(unit.start, len(entries) if unit.stop is None else min(unit.stop, len(entries))):
             entry, where = entries[index], f"{unit.source}#{index}"
-            stem = f"{base}/{safe_name(entry.get('id', index) if isinstance(entry, dict) else index)}"
+            stem = f"{base}/{safe_component(entry.get('id', index) if isinstance(entry, dict) else index)}"
             instrs, per = self._texts(entry), self.opts.per_instruction
             keys = [f"{stem}_{k}" for k in range(len(instrs))] if per and instrs else [stem]
             try:

@@ -10,10 +10,10 @@ import re
 from typing import Iterator
 
 from vlaflow.schemas import EpisodeError, FeatureMismatch, InputError
+from vlaflow.schemas.names import safe_component
 
 from ..base import ReadItem, Rejected, WorkUnit
 from .errors import CorruptJson
-from .files import safe_name
 from .pathconv import PathConverter, as_text, path_steps
 
 SPLIT_FILE = re.compile(r"R2R_(?P<split>[A-Za-z0-9_-]+?)\.json(?:\.gz)?")
@@ -37,7 +37,7 @@ class R2RConverter(PathConverter):
         if src.is_file(src.root):
             base = posixpath.basename(src.root)
             m = SPLIT_FILE.fullmatch(base)
-            split = m.group("split") if m else safe_name(base.split(".")[0])
+            split = m.group("split") if m else safe_component(base.split(".")[0])
             return [(split, src.root)]
         if not src.is_dir(src.root):
             raise InputError(f"{self.input_path}: not found")
@@ -62,7 +62,7 @@ class R2RConverter(PathConverter):
         data = self._load(unit.source)
         base = f"{self.dataset}/{unit.split}"
         if isinstance(data, EpisodeError):
-            yield Rejected(f"{base}/{safe_name(posixpath.basename(unit.source))}", data.code, str(data), unit.source)
+            yield Rejected(f"{base}/{safe_component(posixpath.basename(unit.source))}", data.code, str(data), unit.source)
             return
         for index in range(unit.start, len(data) if unit.stop is None else min(unit.stop, len(data))):
             entry = data[index]
@@ -72,7 +72,7 @@ class R2RConverter(PathConverter):
                 err = FeatureMismatch(f"entry {index} lacks path_id or instructions")
                 yield self.reject(f"{base}/#{index}", err, unit, index, path_steps(entry))
                 continue
-            keys = [f"{base}/{safe_name(pid)}_{k}" for k in range(len(instrs))]
+            keys = [f"{base}/{safe_component(pid)}_{k}" for k in range(len(instrs))]
             try:
                 dec = self.decisions(entry)
             except EpisodeError as err:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from vlaflow.schemas import EpisodeError, FeatureMismatch, InputError
+from vlaflow.schemas.names import safe_component
 
 from ..base import ReadItem, Rejected, WorkUnit, option
-from .files import parse_json_line, safe_name
+from .files import parse_json_line
 from .pathconv import PathConverter, as_text, path_steps
 
 SPLIT_FILE = re.compile(r"rxr_(?P<split>[A-Za-z0-9_-]+?)_(?P<role>guide|follower)\.jsonl(?:\.gz)?")
@@ -79,7 +80,7 @@ class RxRConverter(PathConverter):
                 break
             if isinstance(line, EpisodeError):
                 reason = str(line) + "; the lines after it are unreadable"
-                yield Rejected(f"{base}/{safe_name(fname)}#{index}", line.code, reason, f"{unit.source}#{index}")
+                yield Rejected(f"{base}/{safe_component(fname)}#{index}", line.code, reason, f"{unit.source}#{index}")
                 return
             try:
                 entry = parse_json_line(line, f"{fname} line {index}")
@@ -89,9 +90,9 @@ class RxRConverter(PathConverter):
             except EpisodeError as err:
                 yield self.reject(f"{base}/#{index}", err, unit, index)
                 continue
-            key = f"{base}/{safe_name(iid)}"
+            key = f"{base}/{safe_component(iid)}"
             if follower:
-                key += f"_follower{safe_name(entry.get('demonstration_id', index))}"
+                key += f"_follower{safe_component(entry.get('demonstration_id', index))}"
             try:
                 dec = self._path_decisions(entry)
                 text = as_text(entry.get("instruction"))

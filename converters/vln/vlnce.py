@@ -20,11 +20,12 @@ from typing import Iterator, Literal
 
 import numpy as np
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError
+from vlaflow.schemas.names import safe_component
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
 from ..units import file_units
 from .errors import CorruptJson, MissingGroundTruth
-from .files import Source, safe_name
+from .files import Source
 from .geometry import habitat_quat_to_yaw, habitat_to_world, replay_discrete, wrap_angle, yaw_to_habitat_quat
 from .pathconv import LICENSE, finite_or_none
 from .rows import (DECISION_FPS, MOVE_FORWARD, TASK_FAMILY, TURN_LEFT, TURN_RIGHT, discrete_commands, end_with_stop,
@@ -165,14 +166,14 @@ class VLNCEConverter(Converter):
         base = f"{self.dataset}/{unit.split}"
         eps = self._episodes(unit.source)
         if isinstance(eps, EpisodeError):
-            yield Rejected(f"{base}/{safe_name(posixpath.basename(unit.source))}", eps.code, str(eps), unit.source)
+            yield Rejected(f"{base}/{safe_component(posixpath.basename(unit.source))}", eps.code, str(eps), unit.source)
             return
         gt = self._gt(gt_path)
         stop = len(eps) if unit.stop is None else min(unit.stop, len(eps))
         for index in range(unit.start, stop):
             ep = eps[index]
             eid = ep.get("episode_id") if isinstance(ep, dict) else None
-            key = f"{base}/{safe_name(eid) if eid is not None else f'#{index}'}"
+            key = f"{base}/{safe_component(eid) if eid is not None else f'#{index}'}"
             if role == "follower":
                 key += "_follower"
             g = None

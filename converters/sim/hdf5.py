@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaflow.schemas import InputError
+from vlaflow.schemas.names import natural_key
 
 from .errors import TruncatedFile, UnreadableFile
 

@@ -119,7 +119,9 @@ def test_libero_user_spec_and_embodiment_travel_as_data(tmp_path, gen, read):
     (tmp_path / "spec.yaml").unlink()
     (tmp_path / "my_panda.yaml").unlink()
     conv = LiberoConverter(str(p.parent), pickle.loads(pickle.dumps(opts)))
-    assert conv.resolved_spec() == spec and conv.datasets()[0].embodiment == "my_panda"
+    # the resolved spec is the user's, with the dataset name the converter derived from the file
+    assert conv.resolved_spec() == {**spec, "dataset": conv.datasets()[0].name}
+    assert conv.datasets()[0].embodiment == "my_panda"
     (ep,) = read(conv)
     validate_episode(ep)
     assert ep.embodiment == "my_panda" and ep.embodiment_prompt.startswith("Robot: Panda on a rail, one 7-DoF arm")

@@ -158,16 +158,23 @@ def corpus(path: str = typer.Argument(..., help="a corpus root (folder or URI) o
 
 
 @app.command()
-def converters() -> None:
+def converters(options: bool = typer.Option(False, "--options", help="also list each converter's --opt keys")) -> None:
     """List installed converter plugins (entry-point group `vlaflow.converters`)."""
     from vlaflow.converters import describe
 
+    rows = describe()
     t = Table(title="converters")
     for c in ("name", "version", "entry point", "description"):
         t.add_column(c)
-    for row in describe():
+    for row in rows:
         t.add_row(row["name"], row["version"], row["target"], row["error"] or row["description"])
-    Console().print(t)
+    out = Console()
+    out.print(t)
+    if options:
+        for row in rows:
+            out.print(f"[bold]{row['name']}[/] --opt keys:")
+            for line in row["options"] or ["(none)"]:
+                out.print(f"  {line}", markup=False)
 
 
 @app.command("sample-rlds")

@@ -263,3 +263,10 @@ def test_two_families_in_one_corpus_root_through_the_cli(tmp_path):
     assert set(doc["embodiments"]) == {"widowx_250", "human_hands"} and (root / "meta/stats/partials.bin").exists()
     r = run("stats", root, "--executor", "spark")
     assert r.returncode == 2 and "--executor must be one of" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_converters_lists_each_converters_typed_options():
+    r = run("converters", "--options")
+    assert r.returncode == 0, r.stderr
+    assert "r2r --opt keys:" in r.stdout and "turn_deg=15" in r.stdout
+    assert "robomimic --opt keys:" in r.stdout and "embodiment=" in r.stdout

@@ -32,7 +32,7 @@ def main():
     for decoder in ("pyav", "decord"):
         for storage in ("jpeg", "mp4"):
             conv = EgoDexConverter(str(root.parent.parent), ConverterOptions(extra={"decoder": decoder, "storage": storage}))
-            units = conv.plan(1 << 30)
+            units = conv.work_units(1 << 30)
             t = time.perf_counter()
             eps = [ep for u in units for ep in conv.read(u)]
             dt = time.perf_counter() - t

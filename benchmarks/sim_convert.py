@@ -47,7 +47,7 @@ def time_read(conv_cls, path, repeat: int, **opts) -> dict:
         t0 = time.perf_counter()
         conv = conv_cls(str(path), ConverterOptions(extra=opts))
         steps = episodes = rejected = 0
-        for unit in conv.plan(256 << 20):
+        for unit in conv.work_units(256 << 20):
             for item in conv.read(unit):
                 if isinstance(item, Rejected):
                     rejected += 1

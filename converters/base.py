@@ -1,7 +1,7 @@
 """The converter contract: declare what you read, yield episodes. Nothing else.
 
 A converter knows no Ray, no sharding and no output. The pipeline asks it for *work units*
-(``plan``: small, picklable descriptions of where episodes live, with a byte size for packing) and
+(``work_units``: small, picklable descriptions of where episodes live, with a byte size for packing) and
 then, on a worker, iterates a unit with ``read`` (the one reading hook). ``read`` yields
 ``Episode`` objects, or ``Rejected`` for an episode it could not convert, so one bad record never
 ends the unit.
@@ -45,8 +45,8 @@ class WorkUnit:
     nbytes: int = 0  # source bytes, for packing units into shards
     offset: int = 0  # byte offset of `start`, where the format can seek
     file_index: int = 0  # position of the source file in its split, for stable episode ids
-    # What the converter learned while planning and needs to read the unit: a frozen dataclass it defines
-    # (picklable, and plain enough for ``dataclasses.asdict`` + JSON: the plan's fingerprint includes it).
+    # What the converter learned while listing work units and needs to read the unit: a frozen dataclass it defines
+    # (picklable, and plain enough for ``dataclasses.asdict`` + JSON: the ingest plan's fingerprint includes it).
     payload: Any = None
 
 
@@ -144,7 +144,7 @@ class Converter(abc.ABC):
         """The dataset(s) this input holds, with conventions and provenance."""
 
     @abc.abstractmethod
-    def plan(self, target_bytes: int) -> list[WorkUnit]:
+    def work_units(self, target_bytes: int) -> list[WorkUnit]:
         """Work units in a deterministic order; a unit above ``target_bytes`` should be split (``units``)."""
 
     @abc.abstractmethod

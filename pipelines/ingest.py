@@ -235,14 +235,14 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         raise InputError(f"converter {cfg.converter} reported {len(infos)} datasets; one per ingest")
     info = infos[0]
     target = max(int(cfg.target_shard_mb * (1 << 20)), 1)
-    units = conv.plan(target)
+    units = conv.work_units(target)
     if not units or not any(u.nbytes for u in units):
         raise InputError(f"{cfg.input}: the input is empty (no records to read)")
     # A small input still gets several shards so several workers share it (see layout.py).
     small = min(target, max(MIN_SHARD_BYTES, sum(u.nbytes for u in units) // PLAN_MIN_SHARDS))
     if small < target:
         target = small
-        units = conv.plan(target)
+        units = conv.work_units(target)
     groups = pack(units, info.name, target)
     out = Output(cfg.output)
     if out.exists(MANIFEST) and out.read_json(MANIFEST).get("manifest_version") == 1:

@@ -110,7 +110,7 @@ class EgoDexConverter(Converter):
                         "uv": "pixel / image size", "points": [], "source_rate": "video pts"},
         )]
 
-    def plan(self, target_bytes: int) -> list[WorkUnit]:
+    def work_units(self, target_bytes: int) -> list[WorkUnit]:
         units = []
         for i, p in enumerate(self.files):
             mp4 = p.with_suffix(".mp4")

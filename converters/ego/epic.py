@@ -234,7 +234,7 @@ class EpicKitchensConverter(Converter):
         return self._dirs[video_id]
 
     # -- work units ---------------------------------------------------------------------------
-    def plan(self, target_bytes: int) -> list[WorkUnit]:
+    def work_units(self, target_bytes: int) -> list[WorkUnit]:
         rows = self._load()
         costs, vids = [], [(r.get("video_id") or "").strip() for r in rows]
         for r, vid in zip(rows, vids):

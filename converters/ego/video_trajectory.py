@@ -143,7 +143,7 @@ class VideoTrajectoryConverter(Converter):
                         "uv": "pixel / image size", "points": "per episode (extra.points)"},
         )]
 
-    def plan(self, target_bytes: int) -> list[WorkUnit]:
+    def work_units(self, target_bytes: int) -> list[WorkUnit]:
         return [WorkUnit(str(p), self.options.split or "train", 0, 1, max(p.stat().st_size, 1), file_index=i)
                 for i, p in enumerate(self.files)]
 

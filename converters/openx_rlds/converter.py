@@ -140,7 +140,7 @@ class OpenXRLDSConverter(Converter):
         return list(self._warnings)
 
     # -- work units -----------------------------------------------------------------------
-    def plan(self, target_bytes: int) -> list[WorkUnit]:
+    def work_units(self, target_bytes: int) -> list[WorkUnit]:
         units = []
         for split in self.splits:
             for fi, shard in enumerate(self.builder.shards[split]):

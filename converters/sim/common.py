@@ -210,7 +210,7 @@ class SimConverter(Converter):
         return "/".join(parts)
 
     # -- work units -------------------------------------------------------------------------------
-    def plan(self, target_bytes: int) -> list[WorkUnit]:
+    def work_units(self, target_bytes: int) -> list[WorkUnit]:
         per_split: dict[str, list[WorkUnit]] = {}
         for fi, sf in enumerate(self.sources):
             try:

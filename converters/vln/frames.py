@@ -89,7 +89,7 @@ class VLNFramesConverter(Converter):
         ins = entry.get("instructions", entry.get("instruction")) if isinstance(entry, dict) else None
         return [ins] if isinstance(ins, str) else [str(x) for x in ins] if isinstance(ins, list) else []
 
-    def plan(self, target_bytes: int) -> list[WorkUnit]:
+    def work_units(self, target_bytes: int) -> list[WorkUnit]:
         if not isinstance(entries := self.entries, list) or not entries:
             return [WorkUnit(self.ann_path, self.split, 0, None, max(self.src.size(self.ann_path), 1))]
         sizes = []

@@ -132,7 +132,7 @@ class PathConverter(Converter):
         """Entries in a split file, or None when it cannot be parsed (read() will report why)."""
         raise NotImplementedError
 
-    def plan(self, target_bytes: int) -> list[WorkUnit]:
+    def work_units(self, target_bytes: int) -> list[WorkUnit]:
         return [u for fi, (split, path) in enumerate(self.files)
                 for u in file_units(path, split, max(self.src.size(path), 1), self.count_entries(path), target_bytes,
                                     file_index=fi)]

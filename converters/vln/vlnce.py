@@ -151,7 +151,7 @@ class VLNCEConverter(Converter):
             return CorruptJson(f"{posixpath.basename(path)}: expected an object keyed by episode id")
         return data
 
-    def plan(self, target_bytes: int) -> list[WorkUnit]:
+    def work_units(self, target_bytes: int) -> list[WorkUnit]:
         units = []
         for fi, (split, role, path, gt) in enumerate(self.files):
             eps = self._episodes(path)

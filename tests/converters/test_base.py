@@ -150,7 +150,7 @@ def test_record_and_file_units():
 
 def test_real_r2r_split_file_reads_the_same_episodes_in_any_split():
     r2r = load("r2r")(str(need(R2R)))
-    whole, parts = r2r.plan(1 << 30), r2r.plan(20_000)
+    whole, parts = r2r.work_units(1 << 30), r2r.work_units(20_000)
     assert len(whole) == 1 and len(parts) > 5
     assert sum(u.nbytes for u in parts) == pytest.approx(whole[0].nbytes, rel=0.01)
     ids = lambda units: [it.episode_key if isinstance(it, Rejected) else it.episode_id  # noqa: E731
@@ -162,12 +162,12 @@ def test_real_rlds_shard_record_ranges_seek_to_their_records(bridge_fixture):
     from vlaflow.converters.openx_rlds.tfrecord import index_records
 
     conv = load("openx_rlds")(str(bridge_fixture))
-    units = [u for u in conv.plan(200_000) if u.split == "train"]
+    units = [u for u in conv.work_units(200_000) if u.split == "train"]
     with open(units[0].source, "rb") as f:
         records = index_records(f)
     assert len(units) > 1 and [u.offset for u in units] == [records[u.start][0] for u in units]
     assert units[-1].stop is None and units[0].payload is None  # a split shard's units read to its end
-    whole = [u for u in conv.plan(1 << 40) if u.split == "train"]
+    whole = [u for u in conv.work_units(1 << 40) if u.split == "train"]
     assert whole[0].payload.count == len(records)  # dataset_info's declared count rides along
     ids = lambda us: [ep.episode_id for u in us for ep in conv.read(u)]  # noqa: E731
     assert ids(units) == ids(whole)
@@ -176,18 +176,18 @@ def test_real_rlds_shard_record_ranges_seek_to_their_records(bridge_fixture):
 def test_real_epic_csv_units_hold_one_video_each(tmp_path):
     conv = load("epic_kitchens")(str(need(EPIC_CSV)), ConverterOptions(extra={"frames": str(tmp_path)}))
     rows = conv._load()
-    for u in conv.plan(1 << 20):
+    for u in conv.work_units(1 << 20):
         assert len({r["video_id"] for r in rows[u.start:u.stop]}) == 1
 
 
 # -- payloads -------------------------------------------------------------------------------------
 def test_payloads_are_typed_picklable_and_fingerprint_stably():
     conv = load("vlnce")(str(need(VLNCE)))
-    units = conv.plan(50_000)
+    units = conv.work_units(50_000)
     assert len(units) > 1 and all(u.payload.gt.endswith("_gt.json.gz") and u.payload.role == "" for u in units)
     assert pickle.loads(pickle.dumps(units)) == units
     text = json.dumps([dataclasses.asdict(u) for u in units], sort_keys=True, default=str)
-    assert text == json.dumps([dataclasses.asdict(u) for u in conv.plan(50_000)], sort_keys=True, default=str)
+    assert text == json.dumps([dataclasses.asdict(u) for u in conv.work_units(50_000)], sort_keys=True, default=str)
     assert json.loads(text)[0]["payload"]["gt"] == units[0].payload.gt
 
 
@@ -196,7 +196,7 @@ def test_a_file_that_cannot_be_listed_is_one_rejection(tmp_path):
     raw = LIFT_RAW.read_bytes()
     (tmp_path / "b_demo.hdf5").write_bytes(raw[: len(raw) // 2])
     conv = load("robomimic")(str(tmp_path))
-    units = conv.plan(1 << 30)
+    units = conv.work_units(1 << 30)
     bad = [u for u in units if u.source.endswith("b_demo.hdf5")]
     assert len(bad) == 1 and bad[0].payload.code == "truncated_file"
     (item,) = conv.read(bad[0])
@@ -252,7 +252,7 @@ def test_make_episode_follows_the_converters_dataset(tmp_path):
     make_frames_folder(tmp_path, episodes=2)
     conv = load("vln_frames")(str(tmp_path), ConverterOptions(extra={"turn_deg": "30", "dataset": "fr"}))
     info = conv.datasets()[0]
-    eps = [ep for u in conv.plan(1 << 30) for ep in conv.read(u)]
+    eps = [ep for u in conv.work_units(1 << 30) for ep in conv.read(u)]
     assert eps and all(isinstance(ep, Episode) for ep in eps)
     for ep in eps:
         validate_episode(ep)

@@ -25,7 +25,7 @@ from vlaflow.schemas import ACTION, SpecError, get_embodiment, load_embodiment_f
 
 
 def read_all(conv):
-    return [item for unit in conv.plan(1 << 30) for item in conv.read(unit)]
+    return [item for unit in conv.work_units(1 << 30) for item in conv.read(unit)]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_converter_registry_layers_builtins_plugin_dir_and_user_specs(tmp_path):
         def datasets(self):
             return []
 
-        def plan(self, target_bytes):
+        def work_units(self, target_bytes):
             return []
 
         def read(self, unit):
@@ -178,7 +178,7 @@ from vlaflow.converters.openx_rlds import OpenXRLDSConverter
 assert not any(m.startswith("vlaflow.converters.sim") for m in sys.modules), "sim already imported"
 spec = yaml.safe_load(Path(sys.argv[2]).read_text())
 conv = OpenXRLDSConverter(sys.argv[1], ConverterOptions(spec=spec, spec_file=sys.argv[2]))
-eps = [i for u in conv.plan(1 << 30) for i in conv.read(u)]
+eps = [i for u in conv.work_units(1 << 30) for i in conv.read(u)]
 print(yaml.safe_dump([[float(v) for v in e.action[:, int(sys.argv[3])]] for e in eps]))
 """
 

@@ -119,7 +119,7 @@ def test_openx_ingest_stored_as_mp4_through_ray(tmp_path, ray_local):
     assert cli.returncode == 0, cli.stdout + cli.stderr
     shards = res.manifest["shards"]
     assert len(shards) > 1 and all(len(s["videos"]) == 4 for s in shards)  # one MP4 per camera and shard
-    source = {e.episode_id: e for u in OpenXRLDSConverter(str(src)).plan(1 << 30)
+    source = {e.episode_id: e for u in OpenXRLDSConverter(str(src)).work_units(1 << 30)
               for e in OpenXRLDSConverter(str(src)).read(u)}
     reader = FrameReader(out.as_uri())
     checked = 0

@@ -112,7 +112,7 @@ class RailArmConverter(Converter):
                             license="CC0-1.0", converter=self.name, converter_version=self.version,
                             action_raw_keys=["dx[1]", "dy[1]", "grip[1]"])]
 
-    def plan(self, target_bytes):
+    def work_units(self, target_bytes):
         files = sorted(Path(self.input_path).glob("*.csv"))
         return [WorkUnit(str(p), "train", nbytes=p.stat().st_size, file_index=i) for i, p in enumerate(files)]
 

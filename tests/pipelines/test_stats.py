@@ -246,7 +246,7 @@ def test_trajectory_statistics_pool_the_horizon_and_respect_masks(tmp_path):
     for i in range(2):
         write_egodex_episode(tmp_path / "src", i, seed=i, occlude=("rightThumbTip", range(0, 20)))
     conv = EgoDexConverter(str(tmp_path / "src"), ConverterOptions())
-    eps = [ep for u in conv.plan(1 << 26) for ep in conv.read(u)]
+    eps = [ep for u in conv.work_units(1 << 26) for ep in conv.read(u)]
     doc = partial_from_table(episodes_to_table(eps), StatsSpec()).to_json()
     traj = doc["groups"]["egodex/human_hands"]["trajectory"]
     vals = np.concatenate([ep.trajectory for ep in eps]).reshape(-1, TRAJECTORY.width)

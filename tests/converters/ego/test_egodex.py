@@ -17,7 +17,7 @@ FLIP = np.diag([1.0, -1.0, -1.0])
 
 def convert(root, **opts):
     conv = EgoDexConverter(str(root), ConverterOptions(extra=opts))
-    return conv, [it for u in conv.plan(1 << 26) for it in conv.read(u)]
+    return conv, [it for u in conv.work_units(1 << 26) for it in conv.read(u)]
 
 
 def slot(ep_array, layout, name):

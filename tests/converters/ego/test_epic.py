@@ -58,7 +58,7 @@ def write_inputs(tmp: Path, rows: list[dict]) -> Path:
 
 def convert(ann: Path, **opts):
     conv = EpicKitchensConverter(str(ann), ConverterOptions(extra=opts))
-    units = conv.plan(64 << 20)
+    units = conv.work_units(64 << 20)
     items = [it for u in units for it in conv.read(u)]
     return conv, units, items
 

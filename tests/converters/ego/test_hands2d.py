@@ -45,7 +45,7 @@ def test_mediapipe_on_a_real_egocentric_video(tmp_path):
     (tmp_path / "kitchen.mp4").write_bytes(enc.finish())
     conv = VideoTrajectoryConverter(str(tmp_path), ConverterOptions(extra={"hands": "mediapipe",
                                                                            "instruction": "tidy the counter"}))
-    (ep,) = [it for u in conv.plan(1 << 26) for it in conv.read(u)]
+    (ep,) = [it for u in conv.work_units(1 << 26) for it in conv.read(u)]
     validate_episode(ep)
     assert ep.length == 8 and ep.instruction == "tidy the counter" and ep.extra["hand_tracker"] == "mediapipe==0.10.14"
     # these frames show a counter and a floor, no hand: nothing may be invented
@@ -69,7 +69,7 @@ def test_mediapipe_fills_epic_segments(tmp_path):
                    "['drawer'],[8]\n")
     conv = EpicKitchensConverter(str(ann), ConverterOptions(extra={"frames": str(FRAMES.parent), "fps": "50",
                                                                    "hands": "mediapipe", "horizon": "4"}))
-    (ep,) = [it for u in conv.plan(1 << 26) for it in conv.read(u)]
+    (ep,) = [it for u in conv.work_units(1 << 26) for it in conv.read(u)]
     validate_episode(ep)
     assert ep.trajectory is not None and ep.trajectory.shape[0] == 8 and ep.extra["hand_tracker"]
     a, b = TRAJECTORY.range("right_hand.fingertips_uv")

@@ -25,7 +25,7 @@ def write_video(path, n=N, fps=FPS):
 
 def convert(path, **opts):
     conv = VideoTrajectoryConverter(str(path), ConverterOptions(extra=opts))
-    return conv, [it for u in conv.plan(1 << 26) for it in conv.read(u)]
+    return conv, [it for u in conv.work_units(1 << 26) for it in conv.read(u)]
 
 
 def test_pixel_tracks_json(tmp_path):

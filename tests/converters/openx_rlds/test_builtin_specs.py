@@ -92,7 +92,7 @@ def test_builtin_spec_converts(name, tmp_path):
     root = write_rlds_dataset(tmp_path, name, "1.0.0", feats, {"train": [{"steps": [step(i) for i in range(t)]}]})
     conv = OpenXRLDSConverter(str(root))
     assert conv.warnings() == []
-    (ep,) = [e for u in conv.plan(1 << 30) for e in conv.read(u)]
+    (ep,) = [e for u in conv.work_units(1 << 30) for e in conv.read(u)]
     assert not hasattr(ep, "code"), f"rejected: {ep}"
     validate_episode(ep)
     # the mask covers exactly what the spec fills, inside the slots the embodiment declares

@@ -12,7 +12,7 @@ from vlaflow.schemas import ACTION, STATE, InputError, validate_episode
 
 
 def read_all(conv):
-    return [item for unit in conv.plan(256 << 20) for item in conv.read(unit)]
+    return [item for unit in conv.work_units(256 << 20) for item in conv.read(unit)]
 
 
 def raw_examples(path):

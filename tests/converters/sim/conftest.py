@@ -286,7 +286,7 @@ def gen():
 
 
 def read_all(conv, target=256 << 20):
-    return [item for unit in conv.plan(target) for item in conv.read(unit)]
+    return [item for unit in conv.work_units(target) for item in conv.read(unit)]
 
 
 @pytest.fixture(scope="session")

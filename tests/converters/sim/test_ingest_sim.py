@@ -90,7 +90,7 @@ def test_maniskill_ingest_auto(tmp_path, gen):
 def _frames_by_step(conv):
     """(episode_id, step) → the converter's own image bytes, per role."""
     return {(ep.episode_id, i): {r: f[i] for r, f in ep.images.items() if f is not None}
-            for u in conv.plan(1 << 30) for ep in conv.read(u) for i in range(ep.length)}
+            for u in conv.work_units(1 << 30) for ep in conv.read(u) for i in range(ep.length)}
 
 
 def _min_psnr_of_mp4_frames(out, source, roles) -> float:

@@ -57,7 +57,7 @@ def test_libero_rotate_180_option_mirrors(tmp_path, gen):
     conv = LiberoConverter(str(p), ConverterOptions(extra={"libero_image": "rotate_180"}))
     info = conv.datasets()[0]
     assert info.image_transform == "rotate_180" and any("mirrors" in n for n in info.notes)
-    ep = next(conv.read(conv.plan(1 << 30)[0]))
+    ep = next(conv.read(conv.work_units(1 << 30)[0]))
     up = truth["upright"]["demo_0"][0]
     np.testing.assert_array_equal(gen.decode(ep.images["primary"][0]), up[:, ::-1])  # upright, but mirrored
     assert not np.array_equal(up[:, ::-1], up)

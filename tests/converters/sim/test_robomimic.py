@@ -108,7 +108,7 @@ def test_rotate_180_option_and_jpeg(sim_fixtures, gen):
     conv = RobomimicConverter(str(gen.ROBOMIMIC_REPLAY),
                               ConverterOptions(extra={"image_orientation": "rotate_180", "image_format": "jpeg"}))
     assert conv.datasets()[0].image_transform == "rotate_180"
-    ep = next(conv.read(conv.plan(1 << 30)[0]))
+    ep = next(conv.read(conv.work_units(1 << 30)[0]))
     with h5py.File(gen.ROBOMIMIC_REPLAY) as f:
         stored = f["data/demo_0/obs/agentview_image"][0]
     got = gen.decode(ep.images["primary"][0]).astype(int)

@@ -21,7 +21,7 @@ WPT = slice(*ACTION.range("nav.waypoints"))
 
 def convert(path, split=None, **opts):
     conv = VLNFramesConverter(str(path), ConverterOptions(split=split, extra=opts))
-    items = [x for u in conv.plan(1 << 30) for x in conv.read(u)]
+    items = [x for u in conv.work_units(1 << 30) for x in conv.read(u)]
     return conv, [x for x in items if isinstance(x, Episode)], [x for x in items if isinstance(x, Rejected)]
 
 

@@ -23,7 +23,7 @@ Z = STATE.range("base.z")[0]
 
 def convert(path, **opts):
     conv = R2RConverter(str(path), ConverterOptions(extra=opts))
-    items = [x for u in conv.plan(1 << 30) for x in conv.read(u)]
+    items = [x for u in conv.work_units(1 << 30) for x in conv.read(u)]
     return conv, [x for x in items if isinstance(x, Episode)], [x for x in items if isinstance(x, Rejected)]
 
 
@@ -191,7 +191,7 @@ def test_input_errors_and_sniff(r2r_dir, tmp_path):
 
 def test_plan_splits_a_large_file_into_slices(r2r_dir):
     conv = R2RConverter(str(r2r_dir))
-    units = conv.plan(40_000)
+    units = conv.work_units(40_000)
     assert len(units) > 5 and units[0].start == 0 and units[-1].stop is None
     assert all(a.stop == b.start for a, b in zip(units, units[1:], strict=False))
     got = [x.episode_id if isinstance(x, Episode) else x.episode_key for u in units for x in conv.read(u)]

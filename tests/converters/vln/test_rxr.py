@@ -22,7 +22,7 @@ POSE = slice(*STATE.range("base.pose"))
 
 def convert(path, **opts):
     conv = RxRConverter(str(path), ConverterOptions(extra=opts))
-    items = [x for u in conv.plan(1 << 30) for x in conv.read(u)]
+    items = [x for u in conv.work_units(1 << 30) for x in conv.read(u)]
     return conv, [x for x in items if isinstance(x, Episode)], [x for x in items if isinstance(x, Rejected)]
 
 
@@ -73,7 +73,7 @@ def test_plain_jsonl_file_with_connectivity_option(r2r_dir, tmp_path):
                     make_rxr_lines(r2r_dir / "connectivity", ["17DRP5sb8fy"], 4, seed=2), gz=False)
     conv, eps, rej = convert(f, connectivity=str(r2r_dir / "connectivity"))
     assert len(eps) == 4 and not rej and {e.split for e in eps} == {"train"}
-    units = conv.plan(300)
+    units = conv.work_units(300)
     assert len(units) == 4 and [u.start for u in units] == [0, 1, 2, 3]
     assert [x.episode_id for u in units for x in conv.read(u)] == [e.episode_id for e in eps]
     with pytest.raises(InputError, match="connectivity"):

@@ -31,7 +31,7 @@ STEP_TOL_M = 0.13
 
 def convert(path, **opts):
     conv = VLNCEConverter(str(path), ConverterOptions(extra=opts))
-    items = [x for u in conv.plan(1 << 30) for x in conv.read(u)]
+    items = [x for u in conv.work_units(1 << 30) for x in conv.read(u)]
     return conv, [x for x in items if isinstance(x, Episode)], [x for x in items if isinstance(x, Rejected)]
 
 
@@ -155,7 +155,7 @@ def test_episode_1_is_r2r_path_37_under_the_transform(vlnce_run, vlnce_source, r
     # the converted rows of both sources meet in one planar world frame
     ce = next(e for e in eps if e.episode_id == "vlnce_r2r/val_seen/1")
     conv = R2RConverter(str(r2r_dir))
-    rd = next(x for u in conv.plan(1 << 30) for x in conv.read(u)
+    rd = next(x for u in conv.work_units(1 << 30) for x in conv.read(u)
               if isinstance(x, Episode) and x.episode_id == "r2r/val_seen/37_0")
     np.testing.assert_allclose(ce.state[0, POSE][:2], rd.state[0, POSE][:2], atol=1e-4)
     assert abs(ce.state[0, Z] - rd.state[0, Z]) < 0.3
@@ -212,7 +212,7 @@ def test_layouts_and_options(vlnce_split, tmp_path):
     conv = VLNCEConverter(str(rxr.parent))
     info = conv.datasets()[0]
     assert info.name == "vlnce_rxr" and info.embodiment == "nav_habitat_30deg"
-    e = next(x for x in conv.read(conv.plan(1 << 30)[0]) if isinstance(x, Episode))
+    e = next(x for x in conv.read(conv.work_units(1 << 30)[0]) if isinstance(x, Episode))
     assert math.isclose(float(np.abs(e.action[:, CMD][:, 1]).max()), math.radians(30), rel_tol=1e-6)
 
 
@@ -225,7 +225,7 @@ def test_ingest_end_to_end(vlnce_split, tmp_path):
 
     conv = VLNCEConverter(str(vlnce_split))
     t0 = time.perf_counter()
-    n = sum(isinstance(x, Episode) for u in conv.plan(1 << 30) for x in conv.read(u))
+    n = sum(isinstance(x, Episode) for u in conv.work_units(1 << 30) for x in conv.read(u))
     rate = n / (time.perf_counter() - t0)
     print(f"\nvlnce converter.read: {n} episodes at {rate:.0f} episodes/s")
     out = tmp_path / "out"

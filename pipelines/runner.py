@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vlaflow.schemas import InputError
+from vlaflow.schemas import InputError, VlaflowError
 
 from .storage import Output
 
@@ -142,7 +142,24 @@ class RayExecutor:
             on_progress(*ray.get(actor.get.remote()), len(tasks), len(tasks))
             ray.kill(actor)
         if error:
-            raise error[0]
+            raise _user_error(error[0]) or error[0]
+
+
+def _user_error(err: BaseException) -> VlaflowError | None:
+    """A VlaflowError raised in a Ray task reaches the driver re-raised by Ray with the remote traceback in its
+    message: give the user the one-line error itself (same class, original message)."""
+    found, seen = None, set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, VlaflowError):
+            found = err
+        seen.add(id(err))
+        err = getattr(err, "cause", None) or err.__cause__
+    if found is None or "\n" not in str(found):
+        return found
+    cls = next(c for c in type(found).__mro__ if issubclass(c, VlaflowError) and c.__module__.startswith("vlaflow"))
+    prefix = f"{cls.__module__}.{cls.__qualname__}: "
+    lines = [line[len(prefix):] for line in str(found).splitlines() if line.startswith(prefix)]
+    return cls(lines[-1] if lines else str(found).splitlines()[0])  # our errors are one line by contract
 
 
 def make_executor(kind: str, num_cpus: int | None = None):

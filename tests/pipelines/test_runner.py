@@ -90,3 +90,32 @@ def test_local_executor_never_starts_ray(tmp_path, monkeypatch):
     assert res.ledger["episodes_out"] == 6 and res.ray == "this process (no Ray)"
     doc = json.loads((tmp_path / "out/meta/manifest.json").read_text())
     assert doc["ingests"]["bridge_dataset"]["totals"]["episodes"] == 6
+
+
+@dataclass
+class _Refuses(Stage):
+    """A stage whose second task meets bad input: the kind of error a user must see as one line."""
+
+    output_uri: str
+    name: str = "refuses"
+
+    def tasks(self) -> list[Task]:
+        return [Task(i, f"meta/_work/r-{i}.json") for i in range(2)]
+
+    def run_task(self, task: Task, progress) -> dict:
+        if task.id == 1:
+            raise InputError("input.bin: not a thing we read")
+        return {}
+
+
+@pytest.mark.slow
+def test_a_user_error_in_a_ray_task_reaches_the_driver_as_itself(tmp_path, ray_local):
+    import sys
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    with pytest.raises(InputError) as err:
+        run_stage(_Refuses(str(tmp_path)), make_executor("ray"))
+    assert str(err.value) == "input.bin: not a thing we read"
+    assert (tmp_path / "meta/_work/r-0.json").exists() and not (tmp_path / "meta/_work/r-1.json").exists()

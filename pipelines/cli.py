@@ -18,10 +18,9 @@ EXIT_QUARANTINED = 3  # the run finished but some episodes were quarantined
 
 
 def _disconnect_ray() -> None:
-    import ray
+    from .ray_compat import shutdown_ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    shutdown_ray()
 
 
 def _fail(err: Exception) -> None:
@@ -88,7 +87,7 @@ def ingest(
 
             result = run_ingest(cfg, on_progress=on_progress, plan=plan)
         _disconnect_ray()  # a clean disconnect, so Ray's exit hooks cannot change our exit code
-    except VlaflowError as err:
+    except (VlaflowError, OSError) as err:  # OSError: an output path that is a file, permissions, a full disk
         _fail(err)
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
@@ -103,7 +102,8 @@ def ingest(
     tot = result.manifest["totals"]
     console.print(f"converter {result.manifest['converter']} {result.manifest['converter_version']}; "
                   f"{tot['shards']} shard(s), {tot['bytes'] / 1e6:.1f} MB; {result.groups_skipped} of "
-                  f"{result.groups_total} group(s) already done; {result.seconds:.1f} s on {result.ray}"
+                  f"{result.groups_total} group(s) already done; {result.seconds:.1f} s"
+                  + (f" on {result.ray}" if result.groups_skipped < result.groups_total else "")
                   + (f"; videos {tot['video_bytes'] / 1e6:.1f} MB" if tot.get("video_bytes") else ""))
     for code, n in led["by_reason"].items():
         console.print(f"[yellow]quarantined[/] {n} × {code} (see meta/quarantine.jsonl)")
@@ -122,7 +122,7 @@ def validate(output: str = typer.Argument(..., help="an ingest output folder or 
 
     try:
         problems, stats = validate_output(output, check_images=images)
-    except VlaflowError as err:
+    except (VlaflowError, OSError) as err:
         _fail(err)
     for p in problems[:50]:
         console.print(f"[red]✗[/] {p}")
@@ -140,7 +140,7 @@ def corpus(path: str = typer.Argument(..., help="a corpus root (folder or URI) o
 
     try:
         c = Corpus.open(path)
-    except VlaflowError as err:
+    except (VlaflowError, OSError) as err:
         _fail(err)
     t = Table(title=f"corpus {path}")
     for col in ("dataset", "root", "converter", "embodiment", "family", "episodes", "steps", "quarantined", "weight"):
@@ -218,7 +218,7 @@ def stats(output: str = typer.Argument(..., help="a corpus root (folder or URI) 
         splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
         result = run_stats(output, spec, splits, force=force, num_cpus=num_cpus, executor=executor)
         _disconnect_ray()
-    except VlaflowError as err:
+    except (VlaflowError, OSError) as err:
         _fail(err)
     doc = result.stats
     t = Table(title=f"vlaflow stats → {result.path}")

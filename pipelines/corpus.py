@@ -112,14 +112,16 @@ class Corpus:
 
     @classmethod
     def _from_yaml(cls, path: str) -> "Corpus":
-        src = Output(posixpath.dirname(path) or ".")
+        src = Output(_parent(path))
         name = posixpath.basename(path)
-        if not src.exists(name):
+        if not src.is_file(name):
             raise InputError(f"{path}: no such corpus file")
         try:
             doc = yaml.safe_load(src.read_bytes(name))
         except yaml.YAMLError as err:
             raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: cannot read the corpus file ({type(err).__name__}: {err})") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("roots"), list) or not doc["roots"]:
             raise SpecError(f"{path}: a corpus file needs `roots:`, a list of {{path, datasets?, weights?}}")
         roots = []
@@ -132,9 +134,7 @@ class Corpus:
             unknown = set(item) - {"path", "datasets", "weights"}
             if unknown:
                 raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: path, datasets, weights")
-            rpath = item["path"]
-            if "://" not in rpath and not posixpath.isabs(rpath):
-                rpath = posixpath.join(src.root, rpath)
+            rpath = _relative_to(path, item["path"])
             weights = item.get("weights") or {}
             if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in weights.values()):
                 raise SpecError(f"{where}: `weights` must map dataset names to non-negative numbers")
@@ -245,12 +245,32 @@ class Corpus:
         return [self._readers[root.uri].frame(i, v) for i, v in zip(*cams)]
 
 
+def _parent(uri: str) -> str:
+    """The folder holding a file given by a path or URI (``s3://b/x/mix.yaml`` → ``s3://b/x``)."""
+    scheme, sep, rest = uri.rpartition("://")
+    return f"{scheme}{sep}{posixpath.dirname(rest)}" if sep else (posixpath.dirname(uri) or ".")
+
+
+def _relative_to(corpus_file: str, path: str) -> str:
+    """A root named in a corpus file: absolute paths and URIs as they are, relative ones against the file's folder
+    (keeping its scheme, ``..`` resolved)."""
+    if "://" in path or posixpath.isabs(path):
+        return path
+    scheme, sep, rest = _parent(corpus_file).rpartition("://")
+    joined = posixpath.normpath(posixpath.join(rest, path))
+    return f"{scheme}{sep}{joined}" if sep else joined
+
+
 def _open_root(path: str, datasets=None, weights=None, where: str | None = None) -> CorpusRoot:
     out = Output(path)
     where = where or path
     if not out.exists(MANIFEST):
         raise InputError(f"{path}: not a vlaflow ingest output (no {MANIFEST}); run `vlaflow ingest` first")
-    manifest = CorpusManifest.read(out.read_json(MANIFEST), f"{path}/{MANIFEST}")
+    try:
+        doc = out.read_json(MANIFEST)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}/{MANIFEST}: unreadable ({type(err).__name__}: {str(err)[:120]})") from None
+    manifest = CorpusManifest.read(doc, f"{path}/{MANIFEST}")
     names = sorted(manifest.datasets)
     if datasets is not None:
         if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -191,18 +192,25 @@ class IngestPlan:
     stage: IngestStage
     pending: list[Task]
     executor: object
-    where: str = "nothing to do"  # where the work will run
+    where: str = ""  # where the work ran (nothing ran when every group was done)
 
     @property
     def groups(self) -> list[Group]:
         return self.stage.groups
 
 
+def _same_input(path: str) -> str:
+    """An input path as the fingerprint sees it: ``./src/`` and ``/abs/src`` are the same input."""
+    return path if "://" in path else os.path.normpath(os.path.abspath(path))
+
+
 def _fingerprint(cfg: IngestConfig, conv: Converter, groups: list[Group]) -> dict:
+    """What the dataset was planned from; the spec and embodiments count by content, not by the file they came from."""
     units = [[g.id, g.shard, [asdict(u) for u in g.units]] for g in groups]
     digest = hashlib.sha256(json.dumps(units, sort_keys=True, default=str).encode()).hexdigest()
-    return {"converter": conv.name, "converter_version": conv.version, "input": cfg.input,
-            "options": asdict(cfg.options), "verify_images": cfg.verify_images, "groups": len(groups),
+    options = {k: v for k, v in asdict(cfg.options).items() if k != "spec_file"}
+    return {"converter": conv.name, "converter_version": conv.version, "input": _same_input(cfg.input),
+            "options": options, "verify_images": cfg.verify_images, "groups": len(groups),
             "units_sha256": digest}
 
 
@@ -225,6 +233,8 @@ def _write_specs(out: Output, conv: Converter, name: str, used: set[str]) -> tup
 
 
 def prepare(cfg: IngestConfig) -> IngestPlan:
+    if not cfg.target_shard_mb > 0:
+        raise InputError(f"--target-shard-mb must be positive, got {cfg.target_shard_mb}")
     if cfg.converter == "auto":
         cfg.converter = sniff_converter(cfg.input)
     executor = make_executor(cfg.executor, cfg.num_cpus)
@@ -252,8 +262,8 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
     marker = plan_marker(info.name)
     if out.exists(marker) and out.read_json(marker) != fp:
         raise InputError(f"{cfg.output} already holds dataset {info.name!r} ingested from a different input, converter "
-                         "or options; use a new --output (or delete meta/datasets/"
-                         f"{info.name}) instead of mixing them")
+                         f"or options; use a new --output (or delete its data/{info.name}, videos/{info.name} and "
+                         f"meta/datasets/{info.name}) instead of mixing them")
     if not out.exists(marker):
         out.write_json(marker, fp)
     stage = IngestStage(cfg.converter, cfg.input, cfg.options, cfg.output, info.name, {info.name: info.to_json()},

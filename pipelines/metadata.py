@@ -4,7 +4,7 @@ so a field is named, defaulted and serialized in one place. JSON keys are the fi
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from vlaflow.schemas import InputError
 
@@ -23,10 +23,11 @@ class JsonRecord:
         if not isinstance(d, dict):
             raise InputError(f"{where}: expected a JSON object, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in d.items() if k in names})
-        except TypeError as err:
-            raise InputError(f"{where}: {err}") from None
+        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING
+                   and f.default_factory is MISSING]
+        if missing:
+            raise InputError(f"{where}: not a vlaflow {cls.__name__} (missing {', '.join(missing)})")
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass

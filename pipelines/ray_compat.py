@@ -42,3 +42,11 @@ def configure_data_context():
     if hasattr(ctx, "enable_operator_progress_bars"):
         ctx.enable_operator_progress_bars = False
     return ctx
+
+
+def shutdown_ray() -> None:
+    """A clean disconnect, so Ray's exit hooks cannot change the command's exit code."""
+    import sys
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()

@@ -24,6 +24,9 @@ class Output:
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
 
+    def is_file(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+
     def makedirs(self, rel: str) -> None:
         self.fs.create_dir(self.path(rel), recursive=True)
 

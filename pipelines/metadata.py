@@ -174,6 +174,9 @@ class CorpusManifest(JsonRecord):
     def shard_entries(self) -> list[ShardEntry]:
         return [ShardEntry.from_json(s, "corpus manifest") for s in self.shards]
 
+    def ingest_entries(self) -> dict[str, IngestEntry]:
+        return {n: IngestEntry.from_json(e, f"catalog entry {n}") for n, e in self.ingests.items()}
+
     @classmethod
     def from_legacy(cls, d: dict) -> "CorpusManifest":
         """A root written before corpora (one ingest, its manifest at the root) read as a one-dataset corpus."""

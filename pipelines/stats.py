@@ -120,6 +120,7 @@ class StatsDocument(JsonRecord):
     shards: int = 0
     rows: int = 0
     roots: list = field(default_factory=list)  # corpus YAML only: the roots merged
+    partials_sha256: str = ""  # of the merged partials saved beside this document
 
     @classmethod
     def of(cls, acc: StatsAccumulator, **kw) -> "StatsDocument":
@@ -143,30 +144,39 @@ def shard_partial(output_uri: str, rel_path: str, spec: StatsSpec) -> StatsAccum
 
 @dataclass
 class StatsStage(Stage):
-    """One task per shard; its partial is written whole, then its marker."""
+    """One task per shard of ``source_uri``; its partial is written whole under ``output_uri``, then its marker."""
 
-    output_uri: str
+    output_uri: str  # where partials and markers go: the root itself, or a work folder beside a corpus YAML
+    source_uri: str  # the root the shards are read from
     shards: list[str]
     spec: StatsSpec
     key: str
     name: str = "stats"
 
-    def _work(self) -> str:
+    def work_dir(self) -> str:
         return posixpath.join(STATS_PARTIALS, "_work", self.key[:16])
 
     def tasks(self) -> list[Task]:
-        return [Task(i, posixpath.join(self._work(), f"shard-{i:06d}.json"), (p,)) for i, p in enumerate(self.shards)]
+        return [Task(i, posixpath.join(self.work_dir(), f"shard-{i:06d}.json"), (p,)) for i, p in enumerate(self.shards)]
 
     def is_done(self, out: Output, task: Task) -> bool:
         return out.exists(task.marker) and out.exists(out.read_json(task.marker)["partial"])
 
     def run_task(self, task: Task, progress: ProgressFn) -> dict:
-        acc = shard_partial(self.output_uri, self.shards[task.id], self.spec)
-        rel = posixpath.join(self._work(), f"shard-{task.id:06d}.bin")
+        acc = shard_partial(self.source_uri, self.shards[task.id], self.spec)
+        rel = posixpath.join(self.work_dir(), f"shard-{task.id:06d}.bin")
         Output(self.output_uri).write_bytes(rel, acc.to_bytes())
         rows = sum(g.rows for g in acc.groups.values())
         progress(0, rows)
         return {"shard": self.shards[task.id], "partial": rel, "rows": rows}
+
+    def merged(self, executor, on_progress=None) -> StatsAccumulator:
+        """Run what is pending; the partials merged in shard order (the same document on every executor)."""
+        out = Output(self.output_uri)
+        acc = StatsAccumulator(self.spec)
+        for m in run_stage(self, executor, on_progress):
+            acc.merge(StatsAccumulator.from_bytes(out.read_bytes(m["partial"]), self.spec, m["partial"]))
+        return acc
 
 
 @dataclass
@@ -188,28 +198,45 @@ def _cached(out: Output, rel: str, key: str) -> dict | None:
     return doc if doc.get("cache_key") == key else None
 
 
-def root_partials(root: CorpusRoot, spec: StatsSpec, splits, executor, force: bool = False,
-                  on_progress=None) -> tuple[StatsAccumulator, dict | None, bool]:
-    """The merged partials of one root (read back when current, else computed and written into the root)."""
+def _selected_shards(root: CorpusRoot, splits) -> list[str]:
+    shards = [s.path for s in root.manifest.shard_entries()
+              if s.dataset in root.datasets and (not splits or s.split in splits)]
+    if not shards:
+        raise InputError(f"{root.uri}: no shards to compute statistics over" + (f" in splits {splits}" if splits else ""))
+    return shards
+
+
+def current_partials(root: CorpusRoot, spec: StatsSpec, splits) -> tuple[StatsAccumulator, dict] | None:
+    """A root's saved partials and document when they are current for (manifest, spec, splits); read only."""
     out = root.out
+    doc = _cached(out, STATS, cache_key(out.read_bytes(MANIFEST), spec, splits))
+    if doc is None or not out.exists(PARTIALS):
+        return None
+    raw = out.read_bytes(PARTIALS)
+    if hashlib.sha256(raw).hexdigest() != doc.get("partials_sha256"):
+        return None  # partials of another run (e.g. one that stopped before writing its document)
+    return StatsAccumulator.from_bytes(raw, spec, f"{root.uri}/{PARTIALS}"), doc
+
+
+def root_stats(root: CorpusRoot, spec: StatsSpec, splits, executor, force: bool = False,
+               on_progress=None) -> tuple[dict, bool]:
+    """``OUT/meta/stats.json`` and the partials beside it: read back when current, else computed into the root."""
+    out = root.out
+    if not force and (hit := current_partials(root, spec, splits)) is not None:
+        return hit[1], True
     manifest_bytes = out.read_bytes(MANIFEST)
     key = cache_key(manifest_bytes, spec, splits)
-    doc = None if force else _cached(out, STATS, key)
-    if doc is not None and out.exists(PARTIALS):
-        return StatsAccumulator.from_bytes(out.read_bytes(PARTIALS)), doc, True
-    shards = [s.path for s in root.manifest.shard_entries() if not splits or s.split in splits]
-    if not shards:
-        raise InputError("no shards to compute statistics over" + (f" in splits {splits}" if splits else ""))
-    stage = StatsStage(root.uri, shards, spec, key)
-    acc = StatsAccumulator(spec)
-    for m in run_stage(stage, executor, on_progress):
-        acc.merge(StatsAccumulator.from_bytes(out.read_bytes(m["partial"])))
-    out.write_bytes(PARTIALS, acc.to_bytes())
+    shards = _selected_shards(root, splits)
+    stage = StatsStage(root.uri, root.uri, shards, spec, key)
+    acc = stage.merged(executor, on_progress)
+    raw = acc.to_bytes()
+    out.write_bytes(PARTIALS, raw)
     doc = StatsDocument.of(acc, cache_key=key, manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
-                           splits=sorted(splits) if splits else None, shards=len(shards)).to_json()
+                           splits=sorted(splits) if splits else None, shards=len(shards),
+                           partials_sha256=hashlib.sha256(raw).hexdigest()).to_json()
     out.write_json(STATS, doc)  # last: the document is current
-    _delete_tree(out, posixpath.dirname(stage._work()))
-    return acc, doc, False
+    _delete_tree(out, posixpath.dirname(stage.work_dir()))
+    return doc, False
 
 
 def _delete_tree(out: Output, rel: str) -> None:
@@ -217,6 +244,42 @@ def _delete_tree(out: Output, rel: str) -> None:
         out.fs.delete_dir(out.path(rel))
     except OSError:  # best effort: a leftover work folder costs space, not correctness
         pass
+
+
+def corpus_stats(corpus: Corpus, path: str, spec: StatsSpec, splits, executor, force: bool = False,
+                 on_progress=None) -> tuple[dict, str, bool]:
+    """A corpus YAML's statistics, written beside it (``mix.stats.json`` + ``mix.stats.partials.bin``). Its roots
+    are only read: a root's saved partials are reused when current, else its selected shards are computed into
+    a work folder beside the YAML. Groups of datasets the YAML leaves out are dropped before merging."""
+    stem = path.rsplit(".", 1)[0]
+    dest = Output(posixpath.dirname(stem) or ".")
+    name = posixpath.basename(stem)
+    keys = [{"root": r.uri, "datasets": r.datasets, "cache_key": cache_key(r.out.read_bytes(MANIFEST), spec, splits)}
+            for r in corpus.roots]
+    key = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+    if not force and (doc := _cached(dest, f"{name}.stats.json", key)) is not None:
+        return doc, dest.path(f"{name}.stats.json"), True
+    merged, shards = StatsAccumulator(spec), 0
+    for i, (root, k) in enumerate(zip(corpus.roots, keys)):
+        hit = None if force else current_partials(root, spec, splits)
+        if hit is not None:
+            acc = hit[0]
+            shards += len(_selected_shards(root, splits))
+        else:
+            selected = _selected_shards(root, splits)
+            work = f"{dest.uri.rstrip('/')}/{name}.stats-work/root-{i}"
+            acc = StatsStage(work, root.uri, selected, spec, k["cache_key"]).merged(executor, on_progress)
+            shards += len(selected)
+        for gkey, g in sorted(acc.groups.items()):
+            if g.dataset in root.datasets:
+                merged.merge(StatsAccumulator(spec, groups={gkey: g}))
+    raw = merged.to_bytes()
+    dest.write_bytes(f"{name}.stats.partials.bin", raw)
+    doc = StatsDocument.of(merged, cache_key=key, splits=sorted(splits) if splits else None, roots=keys, shards=shards,
+                           partials_sha256=hashlib.sha256(raw).hexdigest()).to_json()
+    dest.write_json(f"{name}.stats.json", doc)
+    _delete_tree(dest, f"{name}.stats-work")
+    return doc, dest.path(f"{name}.stats.json"), False
 
 
 def run_stats(path: str, spec: StatsSpec | None = None, splits: list[str] | None = None, force: bool = False,
@@ -227,22 +290,11 @@ def run_stats(path: str, spec: StatsSpec | None = None, splits: list[str] | None
     spec = spec or StatsSpec()
     corpus = Corpus.open(path)
     ex = make_executor(executor, num_cpus)
-    if len(corpus.roots) == 1 and not path.endswith((".yaml", ".yml")):
+    if len(corpus.roots) == 1 and corpus.roots[0].uri == path:
         root = corpus.roots[0]
-        _, doc, cached = root_partials(root, spec, splits, ex, force, on_progress)
-        return StatsResult(doc, cached, time.perf_counter() - t0, root.out.path(STATS),
-                           "cache" if cached else ex.where or ex.start())
-    merged = StatsAccumulator(spec)
-    keys = []
-    for root in corpus.roots:
-        acc, doc, _ = root_partials(root, spec, splits, ex, force, on_progress)
-        for gkey, g in sorted(acc.groups.items()):
-            if g.dataset in root.datasets:
-                merged.merge(StatsAccumulator(spec, groups={gkey: g}))
-        keys.append({"root": root.uri, "datasets": root.datasets, "cache_key": doc["cache_key"]})
-    doc = StatsDocument.of(merged, cache_key=hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest(),
-                           splits=sorted(splits) if splits else None, roots=keys,
-                           shards=sum(len(r.manifest.shards) for r in corpus.roots)).to_json()
-    dest = path.rsplit(".", 1)[0] + ".stats.json"
-    Output(posixpath.dirname(dest) or ".").write_json(posixpath.basename(dest), doc)
-    return StatsResult(doc, False, time.perf_counter() - t0, dest, ex.where or "cache")
+        doc, cached = root_stats(root, spec, splits, ex, force, on_progress)
+        dest = root.out.path(STATS)
+    else:
+        doc, dest, cached = corpus_stats(corpus, path, spec, splits, ex, force, on_progress)
+    return StatsResult(doc, cached, time.perf_counter() - t0, dest,
+                       "cache" if cached else ex.where or "the roots' saved partials")

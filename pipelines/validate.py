@@ -6,21 +6,23 @@ robot validates with no extra flags."""
 from __future__ import annotations
 
 import json
+import posixpath
 from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlaflow.schemas.names import is_safe_rel
-from vlaflow.schemas import (SCHEMA_VERSION, Col, EpCol, UndecodableImage, check_image_bytes, read_schema_metadata,
-                             step_schema)
+from vlaflow.schemas import (SCHEMA_VERSION, Col, EpCol, UndecodableImage, VlaflowError, check_image_bytes,
+                             read_schema_metadata, step_schema)
 from vlaflow.schemas.columns import CAMERA_ROLES
-from vlaflow.schemas.invariants import check_step_table, episode_starts
 from vlaflow.schemas.conventions import parse_fps
+from vlaflow.schemas.embodiment import EmbodimentRegistry
+from vlaflow.schemas.invariants import check_step_table, episode_starts
+from vlaflow.schemas.names import is_safe_rel
 
 from .corpus import Corpus
-from .layout import DATA_DIR, EPISODES, LEDGER, QUARANTINE, VIDEO_DIR
+from .layout import DATA_DIR, DATASETS_DIR, EPISODES, LEDGER, QUARANTINE, VIDEO_DIR
 from .metadata import DatasetManifest, Ledger
 from .storage import Output
 
@@ -121,31 +123,39 @@ def _check_images(pf: pq.ParquetFile, name: str) -> list[str]:
 
 
 def _check_datasets(out: Output, corpus: Corpus, lengths: Counter) -> list[str]:
-    """Each dataset's own manifest, ledger and quarantine against the catalog, and the root's sums."""
+    """Each dataset's own files against the catalog, and the root's files as their union."""
     problems: list[str] = []
     root = corpus.roots[0].manifest
     total = Ledger()
     shard_paths = {s["path"] for s in root.shards}
-    for name, entry in sorted(root.ingests.items()):
-        rel = entry["manifest"]
+    all_ids: set[str] = set()
+    quarantined = 0
+    for name, entry in sorted(root.ingest_entries().items()):
+        rel = entry.manifest
         if not is_safe_rel(rel) or not out.exists(rel):
             problems.append(f"dataset {name}: manifest {str(rel)[:100]!r} missing")
             continue
-        if out.sha256(rel) != entry["manifest_sha256"]:
+        if out.sha256(rel) != entry.manifest_sha256:
             problems.append(f"{rel}: sha256 differs from the catalog (rewritten after the catalog was built)")
         m = DatasetManifest.from_json(out.read_json(rel), rel)
-        if not out.exists(m.ledger):
-            problems.append(f"{m.ledger} missing")
+        missing = [f for f in (m.ledger, m.episodes_table, m.quarantine) if not out.exists(f)]
+        if missing:
+            problems.append(f"dataset {name}: {', '.join(missing)} missing")
             continue
         led = Ledger.from_json(out.read_json(m.ledger), m.ledger)
         total.add(led)
         if led.episodes_in != led.episodes_out + led.episodes_quarantined:
             problems.append(f"{m.ledger}: does not balance ({led.episodes_in} in != {led.episodes_out} out + "
                             f"{led.episodes_quarantined} quarantined)")
+        lines = len(out.read_bytes(m.quarantine).splitlines())
+        quarantined += lines
+        if lines != led.episodes_quarantined:
+            problems.append(f"{m.quarantine}: {lines} entries, its ledger says {led.episodes_quarantined}")
         mine = [s["path"] for s in m.shards]
         if not set(mine) <= shard_paths:
             problems.append(f"dataset {name}: shards missing from the root manifest, e.g. {sorted(set(mine) - shard_paths)[0]}")
-        ids = _episode_ids(out, m)
+        ids = _episode_ids(out, m.episodes_table)
+        all_ids |= ids
         held = sum(n for e, n in lengths.items() if e in ids)
         if led.steps_out != held:
             problems.append(f"{m.ledger}: {led.steps_out} steps out, its shards hold {held}")
@@ -154,26 +164,52 @@ def _check_datasets(out: Output, corpus: Corpus, lengths: Counter) -> list[str]:
         if {k: rl.get(k) for k in ("episodes_in", "episodes_out", "steps_in", "steps_out")} != \
                 {k: getattr(total, k) for k in ("episodes_in", "episodes_out", "steps_in", "steps_out")}:
             problems.append(f"{LEDGER}: not the sum of the datasets' ledgers")
+    if _episode_ids(out, EPISODES) != all_ids:
+        problems.append(f"{EPISODES}: not the union of the datasets' episodes tables")
+    if out.exists(QUARANTINE) and len(out.read_bytes(QUARANTINE).splitlines()) != quarantined:
+        problems.append(f"{QUARANTINE}: not the union of the datasets' quarantine files")
+    known = {posixpath.dirname(e.manifest) for e in root.ingest_entries().values()}
+    stray = sorted({posixpath.join(DATASETS_DIR, f.split("/")[2]) for f in out.list_files(DATASETS_DIR)
+                    if f.count("/") >= 3} - known)
+    if stray:
+        problems.append(f"folders under {DATASETS_DIR}/ that the catalog does not list: {stray[:5]} "
+                        "(an unfinished ingest, or files from elsewhere)")
     return problems
 
 
-def _episode_ids(out: Output, m: DatasetManifest) -> set[str]:
-    if not out.exists(m.episodes_table):
+def _episode_ids(out: Output, rel: str) -> set[str]:
+    if not out.exists(rel):
         return set()
-    return set(pq.read_table(out.path(m.episodes_table), columns=[EpCol.EPISODE_ID], filesystem=out.fs)
+    return set(pq.read_table(out.path(rel), columns=[EpCol.EPISODE_ID], filesystem=out.fs)
                [EpCol.EPISODE_ID].to_pylist())
 
 
-def validate_output(uri: str, check_images: bool = False) -> tuple[list[str], dict]:
-    out = Output(uri)
-    corpus = Corpus.open(uri)
+def validate_output(path: str, check_images: bool = False) -> tuple[list[str], dict]:
+    """A corpus root, or every root a corpus YAML lists (each in full; problems prefixed with its root)."""
+    corpus = Corpus.open(path)
+    if len(corpus.roots) == 1 and corpus.roots[0].uri == path:
+        return _validate_root(corpus, check_images)
+    problems, totals = [], Counter()
+    for r in corpus.roots:
+        p, stats = _validate_root(Corpus.open(r.uri), check_images)
+        problems += [f"{r.uri}: {x}" for x in p]
+        totals.update(stats)
+    return problems, dict(totals)
+
+
+def _validate_root(corpus: Corpus, check_images: bool) -> tuple[list[str], dict]:
+    out = corpus.roots[0].out
     manifest = corpus.roots[0].manifest.to_json()
     problems: list[str] = []
     if manifest.get("schema_version") != SCHEMA_VERSION:
         problems.append(f"manifest schema_version {manifest.get('schema_version')} != {SCHEMA_VERSION}")
     datasets = manifest.get("datasets", {})
     expected = step_schema(datasets)
-    embodiments = corpus.embodiments()
+    try:
+        embodiments = corpus.embodiments()
+    except VlaflowError as err:  # a spec file the catalog lists is missing or broken: report it, check the rest
+        problems.append(str(err))
+        embodiments = EmbodimentRegistry.builtin()
     prompts = {}
     for dname, info in datasets.items():
         if info["embodiment"] in embodiments:

@@ -270,3 +270,16 @@ def test_converters_lists_each_converters_typed_options():
     assert r.returncode == 0, r.stderr
     assert "r2r --opt keys:" in r.stdout and "turn_deg=15" in r.stdout
     assert "robomimic --opt keys:" in r.stdout and "embodiment=" in r.stdout
+
+
+def test_an_output_that_is_a_file_and_a_broken_catalog_are_one_line_errors(tmp_path):
+    r = run("sample-rlds", tmp_path / "src", "--episodes", "2", "--steps", "3", "--shards", "1")
+    src = Path(r.stdout.strip())
+    (tmp_path / "afile").write_text("x")
+    r = run("ingest", "--converter", "openx_rlds", "--input", src, "--output", tmp_path / "afile", "--executor", "local")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    (tmp_path / "broken/meta").mkdir(parents=True)
+    (tmp_path / "broken/meta/manifest.json").write_text("{not json")
+    for cmd in ("validate", "stats", "corpus"):
+        r = run(cmd, tmp_path / "broken")
+        assert r.returncode == 2 and "meta/manifest.json: unreadable" in r.stderr and "Traceback" not in r.stderr

@@ -19,7 +19,7 @@ from vlaflow.pipelines.cli import app
 from vlaflow.pipelines.corpus import Corpus
 from vlaflow.pipelines.ingest import IngestConfig, run_ingest
 from vlaflow.pipelines.layout import EPISODES, LEDGER, MANIFEST, QUARANTINE, dataset_file
-from vlaflow.pipelines.stats import run_stats
+from vlaflow.pipelines.stats import StatsStage, run_stats
 from vlaflow.pipelines.validate import validate_output
 from vlaflow.schemas import InputError, SpecError
 from vlaflow.tokenization.statistics.accumulator import StatsAccumulator
@@ -122,7 +122,7 @@ def test_corpus_stats_per_dataset_and_merged_per_embodiment(tmp_path):
     assert got["min"] == np.minimum(*[p["min"] for p in parts]).tolist()
 
 
-def test_corpus_yaml_spans_roots_with_weights(two_family_root, tmp_path):
+def test_corpus_yaml_spans_roots_with_weights(two_family_root, tmp_path, monkeypatch):
     tmp, root, _, _ = two_family_root
     other = tmp_path / "other"
     run_ingest(IngestConfig("openx_rlds", str(_bridge(tmp_path, seed=5)), str(other), executor="local"))
@@ -143,10 +143,26 @@ def test_corpus_yaml_spans_roots_with_weights(two_family_root, tmp_path):
     assert c.mixture("uniform") == pytest.approx({"bridge_dataset": 1 / 1.25, "egodex": 0.25 / 1.25})
     unified = c.mixture("unified")
     assert unified["egodex"] == pytest.approx(0.1 / 0.7) and sum(unified.values()) == pytest.approx(1)
+    before = {p: p.read_bytes() for r in (root, other) for p in sorted((r / "meta").rglob("*")) if p.is_file()}
     res = run_stats(str(doc), executor="local")
-    assert Path(res.path) == tmp_path / "mix.stats.json"
+    assert Path(res.path) == tmp_path / "mix.stats.json" and not res.cached
     assert {g["dataset"] for g in res.stats["groups"].values()} == {"bridge_dataset", "egodex"}
     assert [r["datasets"] for r in res.stats["roots"]] == [["egodex"], ["bridge_dataset"]]
+    # only the selected datasets' shards were read, and the roots were not written to (they may be read-only)
+    assert res.stats["shards"] == sum(1 for r, s in c.shards())
+    after = {p: p.read_bytes() for r in (root, other) for p in sorted((r / "meta").rglob("*")) if p.is_file()}
+    assert after == before and not (tmp_path / "mix.stats-work").exists()
+    again = run_stats(str(doc), executor="local")
+    assert again.cached and again.stats == res.stats
+    # a root's own current statistics are reused as they are: the same numbers as computing them here
+    run_stats(str(other), executor="local")
+    (tmp_path / "mix.stats.json").unlink()
+    computed = []
+    real = StatsStage.merged
+    monkeypatch.setattr(StatsStage, "merged", lambda self, *a, **k: computed.append(self.source_uri) or real(self, *a, **k))
+    reused = run_stats(str(doc), executor="local")
+    assert not reused.cached and computed == [str(root)]  # the second root's saved partials were used
+    assert reused.stats["groups"]["bridge_dataset/widowx_250"] == res.stats["groups"]["bridge_dataset/widowx_250"]
     out = CliRunner().invoke(app, ["corpus", str(doc)])
     assert out.exit_code == 0 and "egodex" in out.output and "0.25" in out.output
 
@@ -194,3 +210,38 @@ def test_reader_decodes_an_episodes_frames_from_images_and_from_mp4(two_family_r
     assert len(video) == len(frames)
     err = np.mean([np.abs(a.astype(float) - b.astype(float)).mean() for a, b in zip(video, frames)])
     assert err < 8.0
+
+
+def test_validate_takes_a_corpus_yaml_and_reports_per_root(two_family_root, tmp_path):
+    _, root, _, _ = two_family_root
+    doc = tmp_path / "one.yaml"
+    doc.write_text(f"roots:\n  - path: {root}\n    datasets: [egodex]\n")
+    problems, stats = validate_output(str(doc))
+    assert problems == [] and stats["datasets"] == 2  # each root is validated whole
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / dataset_file("bridge_dataset", QUARANTINE)).unlink()
+    (copy / "meta/datasets/zombie").mkdir()
+    (copy / "meta/datasets/zombie/manifest.json").write_text("{}")
+    doc.write_text("roots:\n  - path: copy\n")
+    problems, _ = validate_output(str(doc))
+    assert any(p.startswith(f"{copy}: dataset bridge_dataset: ") and "quarantine.jsonl missing" in p for p in problems)
+    assert any("meta/datasets/zombie" in p and "does not list" in p for p in problems)
+
+
+def test_relative_roots_resolve_against_the_yaml_location_with_its_scheme():
+    from vlaflow.pipelines.corpus import _relative_to
+
+    assert _relative_to("s3://bucket/mixes/mix.yaml", "../corpus") == "s3://bucket/corpus"
+    assert _relative_to("/data/mixes/mix.yaml", "./a/../b") == "/data/mixes/b"
+    assert _relative_to("mix.yaml", "out") == "out" and _relative_to("x/mix.yaml", "gs://b/c") == "gs://b/c"
+
+
+def test_the_same_input_spelled_differently_resumes(tmp_path, monkeypatch):
+    src = _bridge(tmp_path)
+    first = run_ingest(IngestConfig("openx_rlds", str(src), str(tmp_path / "out"), executor="local"))
+    monkeypatch.chdir(src.parent)
+    again = run_ingest(IngestConfig("openx_rlds", "./1.0.0/", str(tmp_path / "out"), executor="local"))
+    assert again.groups_skipped == again.groups_total == first.groups_total
+    with pytest.raises(InputError, match="--target-shard-mb must be positive"):
+        run_ingest(IngestConfig("openx_rlds", str(src), str(tmp_path / "o2"), target_shard_mb=-1, executor="local"))

@@ -71,7 +71,7 @@ class EgoDexConverter(Converter):
     @classmethod
     def sniff(cls, input_path: str) -> bool:
         try:
-            files = _scan(input_path, limit=1)
+            files = _scan(str(local_root(input_path, "egodex")), limit=1)
             if not files:
                 return False
             f = open_h5(files[0])
@@ -85,7 +85,7 @@ class EgoDexConverter(Converter):
     def __init__(self, input_path: str, options: ConverterOptions | None = None):
         super().__init__(input_path, options)
         self.root = local_root(input_path, "egodex")
-        self.files = _scan(input_path)
+        self.files = _scan(str(self.root))
         if not self.files:
             raise InputError(f"{input_path}: no .hdf5 files found")
         self.dataset = safe_component(self.opts.dataset or "egodex")

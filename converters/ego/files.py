@@ -8,13 +8,13 @@ from vlaflow.schemas import InputError
 from vlaflow.schemas.names import safe_component
 
 
-
 def local_root(input_path: str, who: str) -> Path:
-    """HDF5 and decord need local files: a remote URI or a missing path is a one-line input error."""
-    fs, _ = resolve(input_path)
+    """HDF5 and decord need local files: a path or ``file://`` URI is read in place; another URI or a
+    missing path is a one-line input error."""
+    fs, path = resolve(input_path)
     if type(fs).__name__ != "LocalFileSystem":
         raise InputError(f"{input_path}: {who} reads local files; copy or mount them first")
-    root = Path(input_path)
+    root = Path(path) if "://" in input_path else Path(input_path)
     if not root.exists():
         raise InputError(f"{input_path}: no such file or folder")
     return root

@@ -115,7 +115,7 @@ class VideoTrajectoryConverter(Converter):
     @classmethod
     def sniff(cls, input_path: str) -> bool:
         try:
-            tracks = _scan(Path(input_path), limit=1)
+            tracks = _scan(local_root(input_path, "video_trajectory"), limit=1)
             return bool(tracks) and "points" in load_tracks(tracks[0])
         except Exception:
             return False

@@ -1,12 +1,11 @@
 """``vln_frames``: pre-rendered VLN trajectory folders (StreamVLN / NaVILA-style training data).
 
-``annotations.json`` lists ``{id, video, instructions [...], actions [-1, a1, ..., an]}``; ``video`` =
-``images/<episode>`` (relative) holds ``rgb/NNN.jpg``, one frame per entry of ``actions``: frame ``t`` is
-the observation before ``a(t+1)`` (the leading ``-1`` aligns frame 0), the last one precedes the closing
-STOP, which StreamVLN leaves implicit and vlaflow appends (a source ending with STOP keeps its own; a
-trailing frame after it is dropped). So an episode has ``len(actions)`` rows: the frame bytes untouched in
-``images.primary``, the action id in ``action_raw``. With no poses in the source, ``nav.waypoints``
-dead-reckon the nominal steps (no collisions) and the state is masked out.
+``annotations.json`` lists ``{id, video, instructions [...], actions [-1, a1, ..., an]}``; the relative folder
+``video`` (``images/<episode>``) holds ``rgb/NNN.jpg``, one frame per ``actions`` entry: frame ``t`` is the
+observation before ``a(t+1)`` (the leading ``-1`` aligns frame 0), the last one precedes the closing STOP, which
+StreamVLN leaves implicit and vlaflow appends (a source ending with STOP keeps its own; a trailing frame after
+it is dropped). One row per ``actions`` entry: frame bytes untouched in ``images.primary``, the action id in
+``action_raw``; the source has no poses, so ``nav.waypoints`` dead-reckon the nominal steps and state is masked.
 """
 from __future__ import annotations
 

@@ -165,18 +165,27 @@ def test_converter_from_a_separate_installed_package(tmp_path):
 
 
 def test_runs_on_an_existing_cluster_from_ray_address(tmp_path):
-    """`ray start --head` in its own process, then RAY_ADDRESS: the ingest joins it, starts nothing."""
+    """`ray start --head` in its own process, then RAY_ADDRESS: the ingest joins it, starts nothing.
+
+    `RAY_ADDRESS=auto` resolves through ``<RAY_TMPDIR>/ray/ray_current_cluster`` and, without that file, joins
+    whatever GCS process it finds on the machine (another test's or session's Ray, perhaps shutting down: "lost
+    objects"). So the head and the ingest share a private RAY_TMPDIR, and the ingest starts only once the head
+    has written that file (`ray start` prints "Ray runtime started" before writing it). The head's output is
+    drained so that a full pipe can never stall it."""
     import socket
     import tempfile
+    import threading
+    import time
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    temp = tempfile.mkdtemp(prefix="vr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    base = tempfile.mkdtemp(prefix="vr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**ENV, "RAY_TMPDIR": base}
     head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
                              "--num-cpus=2", "--object-store-memory=150000000", "--include-dashboard=false",
-                             "--disable-usage-stats", "--block", f"--temp-dir={temp}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+                             "--disable-usage-stats", "--block", f"--temp-dir={base}/ray"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     seen = []
     try:
         for line in head.stdout:  # wait until the head is up
@@ -185,10 +194,17 @@ def test_runs_on_an_existing_cluster_from_ray_address(tmp_path):
                 break
         else:
             pytest.fail("ray start --head did not come up: " + "".join(seen[-20:]))
+        threading.Thread(target=lambda: seen.extend(head.stdout), daemon=True).start()
+        address_file = Path(base, "ray", "ray_current_cluster")
+        deadline = time.monotonic() + 60
+        while not address_file.exists() and head.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert address_file.exists(), "ray start --head wrote no address file: " + "".join(seen[-20:])
+        assert address_file.read_text().strip().endswith(f":{port}")
         r = run("sample-rlds", tmp_path / "src", "--episodes", "3", "--steps", "4", "--shards", "1")
         src = Path(r.stdout.strip())
         r = run("ingest", "--converter", "openx_rlds", "--input", src, "--output", tmp_path / "out",
-                env={**ENV, "RAY_ADDRESS": "auto"})
+                env={**env, "RAY_ADDRESS": "auto"})
         assert r.returncode == 0, r.stderr
         assert "on the Ray cluster at auto (2 CPUs)" in r.stderr
     finally:

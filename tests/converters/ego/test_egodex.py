@@ -9,7 +9,7 @@ from PIL import Image
 from vlaflow.converters.base import ConverterOptions, Rejected
 from vlaflow.converters.ego import EgoDexConverter
 from vlaflow.converters.ego.egodex_synth import EGODEX_JOINTS, FINGERTIPS, frame_from_level, write_egodex_episode
-from vlaflow.schemas import ACTION, STATE, TRAJECTORY, validate_episode
+from vlaflow.schemas import ACTION, STATE, TRAJECTORY, InputError, validate_episode
 from vlaflow.schemas.rotations import rotvec_to_matrix
 
 FLIP = np.diag([1.0, -1.0, -1.0])
@@ -153,6 +153,27 @@ def test_bad_episodes(tmp_path):
     validate_episode(ep4)
     m = slot(ep4.trajectory_mask, TRAJECTORY, "right_hand.wrist_pos")
     assert not m[2, 0].any() and m[1, 0].all()  # frame 9 = sample 3 = row 2's first future step
+
+
+def test_file_uri_reads_the_same_episodes_as_the_path(tmp_path):
+    import dataclasses
+
+    root = tmp_path / "ego"
+    for i in range(2):
+        write_egodex_episode(root / "part1" / "fold_towel", i, seed=i)
+    assert EgoDexConverter.sniff(root.as_uri())
+    _, by_path = convert(root)
+    _, by_uri = convert(root.as_uri())
+    assert root.as_uri().startswith("file:///") and len(by_path) == len(by_uri) == 2
+    for a, b in zip(by_path, by_uri):
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(x, np.ndarray):
+                np.testing.assert_array_equal(x, y, err_msg=f.name)
+            else:
+                assert x == y, f.name
+    with pytest.raises(InputError, match="reads local files"):
+        EgoDexConverter("memory://bucket/ego")  # another scheme: still one clear line
 
 
 def test_mp4_storage_and_decord(tmp_path):

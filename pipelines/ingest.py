@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import yaml
@@ -21,8 +22,8 @@ from vlaflow.converters import Converter, ConverterOptions, Rejected
 from vlaflow.converters import load as load_converter
 from vlaflow.converters import sniff as sniff_converter
 from vlaflow.media import FrameStorage
-from vlaflow.schemas import (SCHEMA_VERSION, Episode, EpisodeError, InputError, episode_row, episodes_table,
-                             episodes_to_table, schema_metadata, step_schema, validate_episode)
+from vlaflow.schemas import (SCHEMA_VERSION, ConverterError, Episode, EpisodeError, InputError, episode_row,
+                             episodes_table, episodes_to_table, schema_metadata, step_schema, validate_episode)
 from vlaflow.schemas.invariants import check_step_table
 
 from .corpus import parquet_bytes, rebuild_root
@@ -112,6 +113,25 @@ class IngestStage(Stage):
         return convert_group(self.groups[task.id], self, progress).to_json()
 
 
+def _converter_error(conv: Converter, err: Exception) -> ConverterError:
+    return ConverterError(f"{conv.name}: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}")
+
+
+def read_contained(conv: Converter, unit) -> Iterator:
+    """The converter's reading hook with its exceptions contained: one that escapes ends the unit, and what the
+    unit had left is quarantined as one entry (``converter_error`` with the exception's type and message, or
+    the code of a named EpisodeError), so the run goes on and the ledger balances."""
+    done = 0
+    try:
+        for item in conv.read(unit):
+            done += 1
+            yield item
+    except Exception as err:
+        named = err if isinstance(err, EpisodeError) else _converter_error(conv, err)
+        where = f"{unit.source}#{unit.start + done}"
+        yield Rejected.from_error(f"{where}..{'end' if unit.stop is None else unit.stop}", named, unit.source)
+
+
 def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> GroupMarker:
     """Convert one group: episodes stream into its shard one batch at a time, so memory stays flat."""
     conv = converter_for(stage.converter, stage.input, stage.options)
@@ -142,7 +162,7 @@ def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> Gro
     def consume():
         nonlocal steps_in, batch_bytes
         for unit in group.units:
-            for item in conv.read(unit):
+            for item in read_contained(conv, unit):
                 if isinstance(item, Rejected):
                     rejected.append(item.__dict__)
                     steps_in += item.steps
@@ -153,7 +173,8 @@ def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> Gro
                 try:
                     item = frames.apply(item)
                     validate_episode(item, verify_images=stage.verify_images)
-                except EpisodeError as err:
+                except Exception as err:  # a malformed episode (wrong dtypes, shapes numpy cannot read) is its own
+                    err = err if isinstance(err, EpisodeError) else _converter_error(conv, err)
                     rejected.append(Rejected.from_error(item.episode_id, err, f"{item.source_file}#"
                                                         f"{item.source_index}", item.length).__dict__)
                     continue

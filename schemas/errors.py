@@ -52,3 +52,10 @@ class InvariantViolation(EpisodeError):
     """The converted episode breaks a schema invariant (step order, flags, masks)."""
 
     code = "invariant_violation"
+
+
+class ConverterError(EpisodeError):
+    """A converter raised something it did not name (a bug, or input it never expected): the episode, or what
+    was left of its work unit, is quarantined with the exception's type and message, and the run goes on."""
+
+    code = "converter_error"

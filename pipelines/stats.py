@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from vlaflow.schemas import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY, Col, InputError
+from vlaflow.schemas import ACTION, STATE, Col, InputError
+from vlaflow.schemas.arrow import fixed_to_numpy, trajectory_to_numpy
 from vlaflow.tokenization.statistics.accumulator import StatsAccumulator
 from vlaflow.tokenization.statistics.spec import STATS_VERSION, StatsSpec
 
@@ -36,31 +37,6 @@ from .storage import Output
 PARTIALS = posixpath.join(STATS_PARTIALS, "partials.bin")
 STATS_COLUMNS = [Col.DATASET, Col.EMBODIMENT, Col.IS_FIRST, Col.ACTION, Col.ACTION_MASK, Col.ACTION_VALID,
                  Col.STATE, Col.STATE_MASK, Col.TRAJECTORY, Col.TRAJECTORY_MASK]
-
-
-def _fixed(col, width: int, dtype) -> np.ndarray:
-    """A fixed_size_list column → [N, width] NumPy (offsets of sliced chunks handled by flatten)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    flat = arr.flatten()
-    out = flat.to_numpy(zero_copy_only=False)
-    return out.reshape(len(arr), width).astype(dtype, copy=False)
-
-
-def _trajectory(table: pa.Table) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The nested trajectory columns → [N, H, width] values and mask (null rows fully masked), or None."""
-    if Col.TRAJECTORY not in table.column_names:
-        return None, None
-    vals = table[Col.TRAJECTORY].combine_chunks()
-    if vals.null_count == len(vals):
-        return None, None
-    masks = table[Col.TRAJECTORY_MASK].combine_chunks()
-    present = vals.is_valid().to_numpy(zero_copy_only=False)
-    shape = (TRAJ_HORIZON, TRAJECTORY.width)
-    v = np.zeros((len(vals), *shape), np.float32)
-    m = np.zeros((len(vals), *shape), bool)
-    v[present] = vals.filter(vals.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, *shape)
-    m[present] = masks.filter(masks.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, *shape)
-    return v, m
 
 
 def _strings(col) -> np.ndarray:
@@ -78,7 +54,7 @@ def partial_from_table(table: pa.Table, spec: StatsSpec, seed: int | None = None
     different blocks use independent random offsets (their errors cancel rather than add) and the
     same block always gives the same partial.
     """
-    action = _fixed(table[Col.ACTION], ACTION.width, np.float32) if table.num_rows else None
+    action = fixed_to_numpy(table[Col.ACTION], ACTION.width, np.float32) if table.num_rows else None
     if seed is None:
         seed = zlib.crc32(action[:64].tobytes()) ^ table.num_rows if action is not None else 0
     acc = StatsAccumulator(spec, seed)
@@ -87,12 +63,12 @@ def partial_from_table(table: pa.Table, spec: StatsSpec, seed: int | None = None
     acc.update_rows(
         _strings(table[Col.DATASET]), _strings(table[Col.EMBODIMENT]),
         action=action,
-        action_mask=_fixed(table[Col.ACTION_MASK], ACTION.width, bool),
+        action_mask=fixed_to_numpy(table[Col.ACTION_MASK], ACTION.width, bool),
         action_valid=table[Col.ACTION_VALID].to_numpy(zero_copy_only=False),
-        state=_fixed(table[Col.STATE], STATE.width, np.float32),
-        state_mask=_fixed(table[Col.STATE_MASK], STATE.width, bool),
+        state=fixed_to_numpy(table[Col.STATE], STATE.width, np.float32),
+        state_mask=fixed_to_numpy(table[Col.STATE_MASK], STATE.width, bool),
         is_first=table[Col.IS_FIRST].to_numpy(zero_copy_only=False),
-        **dict(zip(("trajectory", "trajectory_mask"), _trajectory(table))))
+        **dict(zip(("trajectory", "trajectory_mask"), trajectory_to_numpy(table))))
     return acc
 
 

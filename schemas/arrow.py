@@ -130,3 +130,32 @@ def read_schema_metadata(schema: pa.Schema) -> dict:
     if raw is None:
         raise ValueError("not a vlaflow table: schema metadata 'vlaflow' missing")
     return json.loads(raw)
+
+
+# -- reading step columns back into NumPy (statistics, invariants) ------------------------------------
+def fixed_to_numpy(col, width: int, dtype=None):
+    """A fixed_size_list column → [N, width] NumPy (``flatten`` honours the offsets of sliced chunks)."""
+    import numpy as np
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    out = arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), width)
+    return out if dtype is None else out.astype(np.dtype(dtype), copy=False)
+
+
+def trajectory_to_numpy(table: pa.Table):
+    """The nested trajectory columns → [N, H, width] values and mask (null rows all 0 and masked out), or
+    ``(None, None)`` when the table has no targets at all."""
+    import numpy as np
+
+    if Col.TRAJECTORY not in table.column_names:
+        return None, None
+    vals = table[Col.TRAJECTORY].combine_chunks()
+    if vals.null_count == len(vals):
+        return None, None
+    masks = table[Col.TRAJECTORY_MASK].combine_chunks()
+    shape = (TRAJ_HORIZON, TRAJECTORY.width)
+    v, m = np.zeros((len(vals), *shape), np.float32), np.zeros((len(vals), *shape), bool)
+    for out, arr in ((v, vals), (m, masks)):
+        present = arr.is_valid().to_numpy(zero_copy_only=False)
+        out[present] = arr.filter(arr.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, *shape)
+    return v, m

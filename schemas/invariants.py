@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from .arrow import fixed_to_numpy, trajectory_to_numpy
 from .columns import TASK_FAMILIES, Col
-from .slots import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY, Layout
+from .slots import ACTION, STATE, TRAJECTORY, Layout
 
 INVARIANT = "invariant_violation"
 NON_FINITE = "non_finite_value"
@@ -95,25 +96,6 @@ def task_family(values) -> list[Problem]:
     return [Problem(INVARIANT, f"task_family values {bad} not in {TASK_FAMILIES}")] if bad else []
 
 
-def _fixed(col, width: int) -> np.ndarray:
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    return arr.values.to_numpy(zero_copy_only=False).reshape(-1, width)
-
-
-def _trajectory(table: pa.Table) -> tuple[np.ndarray, np.ndarray] | Problem | None:
-    traj = table[Col.TRAJECTORY].combine_chunks()
-    if traj.null_count == len(traj):
-        return None
-    tmask = table[Col.TRAJECTORY_MASK].combine_chunks()
-    if not np.array_equal(traj.is_valid().to_numpy(zero_copy_only=False),
-                          tmask.is_valid().to_numpy(zero_copy_only=False)):
-        return Problem(INVARIANT, "trajectory and trajectory_mask are null on different rows")
-    shape = (-1, TRAJ_HORIZON, TRAJECTORY.width)
-    v = traj.filter(traj.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False).reshape(shape)
-    m = tmask.filter(tmask.is_valid()).flatten().flatten().to_numpy(zero_copy_only=False).reshape(shape)
-    return v, m
-
-
 def check_step_table(table: pa.Table) -> list[Problem]:
     """Every row-level invariant of a table of step rows (a shard, or a writer's batch)."""
     if table.num_rows == 0:
@@ -124,18 +106,19 @@ def check_step_table(table: pa.Table) -> list[Problem]:
                           table[Col.IS_TERMINAL].to_numpy(zero_copy_only=False),
                           table[Col.TIMESTAMP_NS].to_numpy(), table[Col.STEP_INDEX].to_numpy())
     valid = table[Col.ACTION_VALID].to_numpy(zero_copy_only=False)
-    problems += masked_values(Col.ACTION, _fixed(table[Col.ACTION], ACTION.width),
-                              _fixed(table[Col.ACTION_MASK], ACTION.width), ACTION, valid)
-    problems += masked_values(Col.STATE, _fixed(table[Col.STATE], STATE.width),
-                              _fixed(table[Col.STATE_MASK], STATE.width), STATE)
+    problems += masked_values(Col.ACTION, fixed_to_numpy(table[Col.ACTION], ACTION.width),
+                              fixed_to_numpy(table[Col.ACTION_MASK], ACTION.width), ACTION, valid)
+    problems += masked_values(Col.STATE, fixed_to_numpy(table[Col.STATE], STATE.width),
+                              fixed_to_numpy(table[Col.STATE_MASK], STATE.width), STATE)
     families = table[Col.TASK_FAMILY].combine_chunks()
     if pa.types.is_dictionary(families.type):
         families = families.dictionary_decode()
     problems += task_family(families.unique().to_pylist())
     if Col.TRAJECTORY in table.column_names:
-        traj = _trajectory(table)
-        if isinstance(traj, Problem):
-            problems.append(traj)
-        elif traj is not None:
-            problems += trajectory_values(*traj)
+        traj, tmask = table[Col.TRAJECTORY].combine_chunks(), table[Col.TRAJECTORY_MASK].combine_chunks()
+        if not np.array_equal(traj.is_valid().to_numpy(zero_copy_only=False),
+                              tmask.is_valid().to_numpy(zero_copy_only=False)):
+            problems.append(Problem(INVARIANT, "trajectory and trajectory_mask are null on different rows"))
+        elif traj.null_count < len(traj):
+            problems += trajectory_values(*trajectory_to_numpy(table))
     return problems

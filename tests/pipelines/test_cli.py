@@ -84,7 +84,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaflow.converters import Converter, Rejected, WorkUnit
-from vlaflow.schemas import ACTION, STATE, DatasetInfo, Episode, FeatureMismatch, get_embodiment
+from vlaflow.schemas import ACTION, DatasetInfo, FeatureMismatch
 
 
 class CsvArmConverter(Converter):
@@ -109,21 +109,14 @@ class CsvArmConverter(Converter):
         except (KeyError, ValueError) as err:
             yield Rejected(key, FeatureMismatch.code, f"bad row: {err}", unit.source)
             return
-        t = len(rows)
-        action = np.zeros((t, ACTION.width), np.float32)
+        action = np.zeros((len(rows), ACTION.width), np.float32)
         lo, _ = ACTION.range("arm.eef_pos_delta")
         action[:, lo:lo + 2] = raw[:, :2]
-        flags = np.zeros(t, bool)
-        first, last = flags.copy(), flags.copy()
-        first[0] = last[-1] = True
-        yield Episode(dataset="demo_csv", episode_id=key, embodiment="xarm_pusher",
-                      embodiment_prompt=get_embodiment("xarm_pusher").prompt(rate_hz=10),
-                      task_family="manipulation", timestamp_ns=np.array([int(r["t_ms"]) * 10**6 for r in rows]),
-                      action=action, action_mask=ACTION.mask_for([]) | (np.arange(ACTION.width) - lo < 2) & (np.arange(ACTION.width) >= lo),
-                      action_raw=raw, state=np.zeros((t, STATE.width), np.float32),
-                      state_mask=np.zeros(STATE.width, bool), state_raw=np.zeros((t, 0), np.float32),
-                      is_first=first, is_last=last, is_terminal=last.copy(), action_valid=np.ones(t, bool),
-                      instruction=rows[0]["instruction"], split="train", source_file=unit.source, source_index=0)
+        mask = np.zeros(ACTION.width, bool)
+        mask[lo:lo + 2] = True
+        yield self.make_episode(key, timestamp_ns=[int(r["t_ms"]) * 10**6 for r in rows], action=action,
+                                action_mask=mask, action_raw=raw, instruction=rows[0]["instruction"], split="train",
+                                source_file=unit.source, source_index=0)
 '''
 
 

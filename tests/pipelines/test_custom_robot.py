@@ -96,7 +96,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaflow.converters import Converter, Rejected, WorkUnit
-from vlaflow.schemas import ACTION, STATE, DatasetInfo, Episode, FeatureMismatch, step_timestamps_ns
+from vlaflow.schemas import ACTION, DatasetInfo, FeatureMismatch
 
 FPS = Fraction(10)
 
@@ -124,22 +124,15 @@ class RailArmConverter(Converter):
         except (KeyError, ValueError) as err:
             yield Rejected(key, FeatureMismatch.code, f"bad row: {err}", unit.source)
             return
-        t = len(rows)
-        action = np.zeros((t, ACTION.width), np.float32)
+        action = np.zeros((len(rows), ACTION.width), np.float32)
         lo, _ = ACTION.range("arm.eef_pos_delta")
         g, _ = ACTION.range("arm.gripper")
         action[:, lo:lo + 2], action[:, g] = raw[:, :2], raw[:, 2]
         mask = np.zeros(ACTION.width, bool)
         mask[[lo, lo + 1, g]] = True
-        first, last = np.zeros(t, bool), np.zeros(t, bool)
-        first[0] = last[-1] = True
-        yield Episode(dataset="rail_arm_demos", episode_id=key, embodiment="rail_arm",
-                      embodiment_prompt=self.embodiments.get("rail_arm").prompt(rate_hz=float(FPS)),
-                      task_family="manipulation", timestamp_ns=step_timestamps_ns(t, FPS),
-                      action=action, action_mask=mask, action_raw=raw, state=np.zeros((t, STATE.width), np.float32),
-                      state_mask=np.zeros(STATE.width, bool), state_raw=np.zeros((t, 0), np.float32),
-                      is_first=first, is_last=last, is_terminal=last.copy(), action_valid=np.ones(t, bool),
-                      instruction=rows[0]["instruction"], split="train", source_file=unit.source, source_index=0)
+        yield self.make_episode(key, action=action, action_mask=mask, action_raw=raw,
+                                instruction=rows[0]["instruction"], split="train", source_file=unit.source,
+                                source_index=0)
 '''
 
 RAIL_ARM = """\

@@ -23,8 +23,11 @@ from vlaflow.schemas.rotations import REPRS, to_rotvec
 
 from .transforms import transform_table
 
-_KEYS = ("dataset", "embodiment", "task_family", "fps", "license", "cameras", "image_transform", "instruction",
-         "language", "conventions", "derive", "action", "state", "state_raw_keys", "notes")
+_KEYS = ("dataset", "aliases", "embodiment", "task_family", "fps", "license", "cameras", "image_transform",
+         "depth_unit", "instruction", "language", "conventions", "derive", "action", "state", "state_raw_keys", "notes")
+
+# Float depth tensors become 16-bit PNGs in millimetres; ``depth_unit`` says what the floats measure.
+DEPTH_UNITS_MM = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
 
 _ROT_WIDTH = {"rotvec": 3, "euler_xyz": 3, "quat_xyzw": 4, "quat_wxyz": 4}
 
@@ -51,11 +54,13 @@ class Derive:
 class DatasetSpec:
     dataset: str
     embodiment: str
+    aliases: list[str] = field(default_factory=list)
     task_family: str = "manipulation"
     fps: Fraction = Fraction(10)
     license: str = "unknown"
     cameras: dict[str, str] = field(default_factory=dict)
     image_transform: str = "none"
+    depth_unit: str = "m"
     instruction_keys: list[str] = field(default_factory=list)
     instruction_encoding: str = "utf8"
     language: str = "en"
@@ -167,10 +172,16 @@ def spec_from_dict(d: dict, source: str = "<dict>") -> DatasetSpec:
     if raw_keys is not None and (not isinstance(raw_keys, list) or not all(isinstance(k, str) for k in raw_keys)):
         raise SpecError(f"{source}: state_raw_keys: expected a list of source keys, got {raw_keys!r:.60}")
     notes = d.get("notes") or []
+    aliases = d.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise SpecError(f"{source}: aliases: expected a list of dataset names, got {aliases!r:.60}")
+    depth_unit = d.get("depth_unit", "m")
+    if depth_unit not in DEPTH_UNITS_MM:
+        raise SpecError(f"{source}: depth_unit: {depth_unit!r} not in {sorted(DEPTH_UNITS_MM)}")
     return DatasetSpec(
-        dataset=d["dataset"], embodiment=d["embodiment"], task_family=fam, fps=fps,
+        dataset=d["dataset"], embodiment=d["embodiment"], aliases=list(aliases), task_family=fam, fps=fps,
         license=str(d.get("license", "unknown")), cameras=dict(cams),
-        image_transform=str(d.get("image_transform", "none")),
+        image_transform=str(d.get("image_transform", "none")), depth_unit=depth_unit,
         instruction_keys=list(keys), instruction_encoding=instr.get("encoding", "utf8"),
         language=str(d.get("language", "en")), conventions=dict(_mapping(d, "conventions", source)),
         derive=derive,
@@ -190,9 +201,10 @@ def spec_to_dict(spec: DatasetSpec) -> dict:
         return {"slot": m.slot, "key": m.key, **index(m.index), **({"rotation": m.rotation} if m.rotation else {}),
                 **({"offset": m.offset} if m.offset else {})}
 
-    d = {"dataset": spec.dataset, "embodiment": spec.embodiment, "task_family": spec.task_family,
+    d = {"dataset": spec.dataset, **({"aliases": list(spec.aliases)} if spec.aliases else {}),
+         "embodiment": spec.embodiment, "task_family": spec.task_family,
          "fps": spec.fps.numerator if spec.fps.denominator == 1 else str(spec.fps), "license": spec.license,
-         "cameras": dict(spec.cameras), "image_transform": spec.image_transform,
+         "cameras": dict(spec.cameras), "image_transform": spec.image_transform, "depth_unit": spec.depth_unit,
          "instruction": {"keys": list(spec.instruction_keys), "encoding": spec.instruction_encoding},
          "language": spec.language, "conventions": copy.deepcopy(spec.conventions),
          "derive": [{"out": x.out, "fn": x.fn, "input": x.input, **index(x.index),
@@ -214,10 +226,14 @@ def load_spec_file(path: str | Path) -> dict:
 
 
 def load_spec_dir(path: str | Path) -> dict[str, DatasetSpec]:
-    specs = {}
+    """name -> spec, for each spec's ``dataset`` and each of its ``aliases`` (a name claimed twice is an error)."""
+    specs: dict[str, DatasetSpec] = {}
     for p in sorted(Path(path).glob("*.yaml")):
         s = load_spec(p)
-        specs[s.dataset] = s
+        for name in (s.dataset, *s.aliases):
+            if name in specs and specs[name] is not s:
+                raise SpecError(f"{p}: dataset name {name!r} is already claimed by {specs[name].source}")
+            specs[name] = s
     return specs
 
 

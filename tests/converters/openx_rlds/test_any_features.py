@@ -236,3 +236,33 @@ def test_classlabel_float16_float64_high_rank(tmp_path):
                                   steps["info/half"])  # float16 widened exactly
     assert t["info/mode"].to_pylist() == steps["info/mode"].tolist()
     assert set(ep.images) == {"primary", "depth_primary"}  # uint16 depth image kept as its PNG bytes
+
+
+FLOAT_IMAGE = """FeaturesDict({
+    'steps': Dataset({
+        'action': Tensor(shape=(3,), dtype=float32),
+        'is_first': bool,
+        'is_last': bool,
+        'is_terminal': bool,
+        'observation': FeaturesDict({
+            'image': Image(shape=(12, 16, 3), dtype=uint8),
+            'image_with_depth': Image(shape=(12, 16, 1), dtype=float32),
+        }),
+    }),
+})"""
+
+
+def test_tfds_float32_depth_image_becomes_millimetre_png(tmp_path):
+    """berkeley_autolab_ur5's layout: a float32 Image, which TFDS stores as a PNG of the floats' bytes."""
+    from PIL import Image
+
+    root = _write(tmp_path, "float_depth", FLOAT_IMAGE, episodes=1, steps=3)
+    conv, (ep,) = _read(root)
+    assert conv.spec.cameras["depth_primary"] == "observation/image_with_depth"
+    steps, _ = conv._parse(next(_payloads(conv)))
+    feat = conv.builder.features()["steps"]["observation"]["image_with_depth"]
+    for t in range(ep.length):
+        metres = feat.decode_example_np(steps["observation/image_with_depth"][t])[..., 0]  # TFDS's own decoder
+        assert 0.3 <= metres.min() and metres.max() <= 3.0
+        got = np.asarray(Image.open(io.BytesIO(ep.images["depth_primary"][t])), dtype=np.float64)
+        np.testing.assert_array_equal(got, np.rint(metres.astype(np.float64) * 1000))

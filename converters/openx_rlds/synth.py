@@ -7,6 +7,7 @@ already encoded (bytes), as TFDS needs TensorFlow to encode arrays.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -22,6 +23,20 @@ TEMPLATE_INDEX = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}"
 def shard_name(name: str, split: str, i: int, n: int, template: str = TEMPLATE_OF) -> str:
     suffix = f"{i:05d}-of-{n:05d}" if template == TEMPLATE_OF else f"{i:05d}"
     return f"{name}-{split}.tfrecord-{suffix}"
+
+
+@contextlib.contextmanager
+def _numpy_tensor_info():
+    """TFDS's serializer asks TensorFlow for the dtype of a nested ragged feature (``Sequence`` inside
+    ``steps``) only to copy it into another TensorInfo; without TensorFlow, hand it the NumPy dtype."""
+    from tensorflow_datasets.core.features import feature as feature_lib
+
+    original = feature_lib.TensorInfo.dtype
+    feature_lib.TensorInfo.dtype = property(lambda self: self.np_dtype)
+    try:
+        yield
+    finally:
+        feature_lib.TensorInfo.dtype = original
 
 
 def write_rlds_dataset(data_dir: str | Path, name: str, version: str, features, splits: dict[str, list[dict]],
@@ -40,7 +55,8 @@ def write_rlds_dataset(data_dir: str | Path, name: str, version: str, features, 
         lengths, nbytes = [], 0
         for i in range(shards_per_split):
             chunk = episodes[bounds[i]:bounds[i + 1]]
-            with open(root / shard_name(name, split, i, shards_per_split, template), "wb") as f:
+            with open(root / shard_name(name, split, i, shards_per_split, template), "wb") as f, \
+                    _numpy_tensor_info():
                 for ep in chunk:
                     payload = serializer.serialize_example(features.encode_example(ep))
                     f.write(frame(payload))

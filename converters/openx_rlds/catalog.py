@@ -62,6 +62,18 @@ def catalogs() -> dict[str, Catalog]:
     return {c.name: c for c in (load_catalog(p) for p in sorted(CATALOG_DIR.glob("*.yaml")))}
 
 
+def catalog_for(name: str) -> Catalog:
+    """A dataset's catalog layout by its builder name or any alias of its built-in spec."""
+    from .converter import builtin_specs
+
+    known = catalogs()
+    spec = builtin_specs().get(name)
+    for n in (name, *((spec.dataset, *spec.aliases) if spec else ())):
+        if n in known:
+            return known[n]
+    raise CatalogError(f"no catalog layout for {name!r}; known: {', '.join(sorted(known))}")
+
+
 # -- the feature-structure text ---------------------------------------------------------------------
 class _Parser:
     def __init__(self, text: str, where: str):

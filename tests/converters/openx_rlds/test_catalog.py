@@ -90,3 +90,19 @@ def test_catalog_dataset_ingests_and_validates(name, tmp_path):
         assert all(sh["raw"]["columns"] == len(raw_keys) for sh in manifest["shards"])
         assert pq.read_metadata(out / manifest["shards"][0]["raw"]["path"]).num_rows == manifest["shards"][0]["rows"]
 
+
+
+def test_storage_folder_and_alias_names_resolve(tmp_path):
+    """A builder dir found by its folder name (dataset_info names it otherwise) or by an alias of a spec."""
+    cat = CATALOGS["taco_play"]
+    root = write_catalog_dataset(cat, tmp_path / "a", episodes=1, steps=3)
+    info = json.loads((root / "dataset_info.json").read_text())
+    (root / "dataset_info.json").write_text(json.dumps({**info, "name": "my_taco_copy"}))
+    conv = OpenXRLDSConverter(str(root))
+    assert conv.spec.dataset == "taco_play" and conv.warnings() == []
+    alias = next(a for a in SPECS["fractal20220817_data"].aliases)
+    cat = CATALOGS["fractal20220817_data"]
+    root = write_catalog_dataset(type(cat)(alias, cat.version, cat.source, cat.splits, cat.features_text,
+                                           cat.values), tmp_path / "b", episodes=1, steps=3)
+    conv = OpenXRLDSConverter(str(root))
+    assert conv.spec.dataset == "fractal20220817_data" and conv.datasets()[0].name == "fractal20220817_data"

@@ -22,7 +22,7 @@ from vlaflow.converters import Converter, ConverterOptions, Rejected
 from vlaflow.converters import load as load_converter
 from vlaflow.converters import sniff as sniff_converter
 from vlaflow.media import FrameStorage
-from vlaflow.schemas import (SCHEMA_VERSION, ConverterError, Episode, EpisodeError, InputError, episode_row,
+from vlaflow.schemas import (SCHEMA_VERSION, ConverterError, Episode, EpisodeError, InputError, VlaflowError, episode_row,
                              episodes_table, episodes_to_table, schema_metadata, step_schema, validate_episode)
 from vlaflow.schemas.invariants import check_step_table
 from vlaflow.schemas.raw import raw_table
@@ -72,7 +72,14 @@ def converter_for(name: str, input_path: str, options: ConverterOptions) -> Conv
     """One converter per worker process (opening a builder dir parses its features once)."""
     key = (name, input_path, repr(options))
     if key not in _CONVERTERS:
-        _CONVERTERS[key] = load_converter(name)(input_path, options)
+        cls = load_converter(name)
+        try:
+            _CONVERTERS[key] = cls(input_path, options)
+        except VlaflowError:
+            raise
+        except Exception as err:  # an input the converter never expected: one line, not a traceback
+            raise InputError(f"converter {name} cannot open {input_path}: {type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:300] if str(err) else ''}") from err
     return _CONVERTERS[key]
 
 
@@ -263,7 +270,7 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         cfg.converter = sniff_converter(cfg.input)
     executor = make_executor(cfg.executor, cfg.num_cpus)
     FrameStorage.from_options(cfg.options.extra)  # a bad storage option fails here, in one line
-    conv = load_converter(cfg.converter)(cfg.input, cfg.options)
+    conv = converter_for(cfg.converter, cfg.input, cfg.options)
     infos = conv.datasets()
     if len(infos) != 1:
         raise InputError(f"converter {cfg.converter} reported {len(infos)} datasets; one per ingest")

@@ -62,6 +62,18 @@ def catalogs() -> dict[str, Catalog]:
     return {c.name: c for c in (load_catalog(p) for p in sorted(CATALOG_DIR.glob("*.yaml")))}
 
 
+def catalog_for(name: str) -> Catalog:
+    """A dataset's catalog layout by its builder name or any alias of its built-in spec."""
+    from .converter import builtin_specs
+
+    known = catalogs()
+    spec = builtin_specs().get(name)
+    for n in (name, *((spec.dataset, *spec.aliases) if spec else ())):
+        if n in known:
+            return known[n]
+    raise CatalogError(f"no catalog layout for {name!r}; known: {', '.join(sorted(known))}")
+
+
 # -- the feature-structure text ---------------------------------------------------------------------
 class _Parser:
     def __init__(self, text: str, where: str):
@@ -276,8 +288,10 @@ class _Values:
             flat[a:b] /= np.linalg.norm(flat[a:b])
         return np.asarray(v).astype(dtype)
 
-    def image(self, shape: tuple, dtype: np.dtype) -> bytes:
+    def image(self, shape: tuple, dtype: np.dtype):
         h, w, c = (shape + (1,))[:3] if len(shape) == 2 else shape
+        if dtype == np.float32:  # a depth map in metres; TFDS stores it as a PNG of the floats' bytes
+            return self.rng.uniform(0.3, 3.0, (h, w, 1)).astype(np.float32)
         rgb = sample_frame(self.rng, 0, max(h, w))[:h, :w]
         if dtype == np.uint8 and c == 3:
             return encode_jpeg(rgb)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import difflib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +39,12 @@ def builtin_specs() -> dict[str, DatasetSpec]:
 
 def camera_kind(leaf: Leaf) -> str | None:
     """How a feature becomes a camera's frames: ``image`` (encoded bytes, kept), ``depth`` (a float map,
-    written as 16-bit PNG in mm), ``array`` (an integer image-shaped tensor, written as PNG); else None."""
+    written as 16-bit PNG in mm), ``float_image`` (TFDS's float32 Image: a PNG of the floats' bytes, read
+    back as a depth map), ``array`` (an integer image-shaped tensor, written as PNG); else None."""
     if leaf.ragged:
         return None
     if leaf.kind == "image":
-        return "image"
+        return "float_image" if leaf.dtype == "float32" else "image"
     if leaf.kind != "tensor" or leaf.dtype == "object" or leaf.dtype == "bool":
         return None
     shape = leaf.shape
@@ -60,7 +63,7 @@ def generic_spec(builder: BuilderDir, leaves: list[Leaf]) -> DatasetSpec:
         kind = camera_kind(leaf)
         if kind is None or (kind != "image" and not leaf.key.startswith("observation/")):
             continue
-        depth = kind == "depth" or "depth" in leaf.key.lower() or leaf.dtype != "uint8"
+        depth = kind in ("depth", "float_image") or "depth" in leaf.key.lower() or leaf.dtype != "uint8"
         low = leaf.key.lower()
         role = ("depth_primary" if depth else
                 "wrist" if ("wrist" in low or "hand" in low or "gripper" in low) else
@@ -120,6 +123,7 @@ class OpenXRLDSConverter(Converter):
                     f"no spec for dataset {self.builder.name!r}: ingesting raw actions with the generic "
                     f"embodiment ({len(set(map(id, specs.values())))} datasets have built-in specs, listed by "
                     f"`vlaflow converters --specs`; pass --spec FILE)")
+        self._check_spec_keys()
         self._cameras: dict[str, tuple[Leaf, str]] = {}
         for role, key in self.spec.cameras.items():
             leaf = self._leaf.get(key)
@@ -154,6 +158,20 @@ class OpenXRLDSConverter(Converter):
             splits = wanted
         self.splits = splits
         self._parser = None
+
+    def _check_spec_keys(self) -> None:
+        """Every key the spec reads is a feature of this dataset: a wrong spec fails before any record, once."""
+        spec, derived = self.spec, {d.out for d in self.spec.derive}
+        reads = [(f"derive {d.out}", d.input) for d in spec.derive]
+        reads += [(f"{kind} {m.slot}", m.key) for kind, maps in (("action", spec.action), ("state", spec.state))
+                  for m in maps]
+        reads += [("instruction", k) for k in spec.instruction_keys]
+        for what, key in reads:
+            if key in derived or key in self._leaf:
+                continue
+            near = difflib.get_close_matches(key, list(self._leaf), n=1)
+            raise InputError(f"spec {spec.source}: {what} reads {key!r}, which is not a step feature of "
+                             f"{self.builder.name}" + (f" (did you mean {near[0]!r}?)" if near else ""))
 
     # -- metadata -------------------------------------------------------------------------
     def resolved_spec(self) -> dict:
@@ -304,6 +322,9 @@ class OpenXRLDSConverter(Converter):
             if "bgr_to_rgb" in self.spec.image_transform:
                 frames = [bgr_to_rgb_image(b) if b else None for b in frames]
             return frames
+        if kind == "float_image":
+            return [encode_depth_mm(_float_png(b), DEPTH_UNITS_MM[self.spec.depth_unit]) if b else None
+                    for b in values]
         arr = np.asarray(values)
         if kind == "depth":
             return [encode_depth_mm(a, DEPTH_UNITS_MM[self.spec.depth_unit]) for a in arr]
@@ -333,6 +354,17 @@ class OpenXRLDSConverter(Converter):
                 if x and x not in instructions:
                     instructions.append(x)
         return (main[0] if len(set(main)) == 1 else main), instructions
+
+
+def _float_png(data: bytes) -> np.ndarray:
+    """TFDS's float32 Image: a 4-channel 8-bit PNG whose pixels are the floats' little-endian bytes."""
+    from PIL import Image
+
+    try:
+        rgba = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"), dtype=np.uint8)
+    except Exception as err:
+        raise FeatureMismatch(f"float32 image is not a readable PNG: {err}") from None
+    return np.ascontiguousarray(rgba).view("<f4")[..., 0]
 
 
 def _jsonable(v):

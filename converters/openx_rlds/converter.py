@@ -297,7 +297,7 @@ class OpenXRLDSConverter(Converter):
         # In the table is_last marks the episode's final row. A source whose final step lacks
         # is_last was cut short (e.g. a debug subsample); that is recorded, not repaired.
         is_terminal = _flag(scalars, "is_terminal", t)
-        images = {role: self._frames(steps[leaf.key], leaf, kind) for role, (leaf, kind) in self._cameras.items()
+        images = {role: self._frames(steps[leaf.key], role, kind) for role, (leaf, kind) in self._cameras.items()
                   if leaf.key in steps}
         # TFDS leaves an optional feature out of a record that lacks it: that is a null, not an error.
         raw = {leaf.key: steps[leaf.key] if leaf.key in steps else [None] * t for leaf in self.raw_leaves}
@@ -315,7 +315,7 @@ class OpenXRLDSConverter(Converter):
             split=unit.split, source_file=unit.source, source_index=index, extra=extra, raw=raw,
         )
 
-    def _frames(self, values, leaf: Leaf, kind: str) -> list:
+    def _frames(self, values, role: str, kind: str) -> list:
         """One camera's T frames as encoded bytes (see ``camera_kind``)."""
         if kind == "image":
             frames = list(values)
@@ -326,7 +326,7 @@ class OpenXRLDSConverter(Converter):
             return [encode_depth_mm(_float_png(b), DEPTH_UNITS_MM[self.spec.depth_unit]) if b else None
                     for b in values]
         arr = np.asarray(values)
-        if kind == "depth":
+        if kind == "depth" or (kind == "array" and (role.startswith("depth") or arr.dtype != np.uint8)):
             return [encode_depth_mm(a, DEPTH_UNITS_MM[self.spec.depth_unit]) for a in arr]
         if arr.ndim == 4 and arr.shape[-1] == 1:
             arr = arr[..., 0]

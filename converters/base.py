@@ -27,6 +27,8 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Literal, Union
 
+import pyarrow as pa
+
 from vlaflow.media import STORAGE_OPTION_KEYS, FrameStorage
 from vlaflow.schemas import DatasetInfo, EmbodimentRegistry, Episode, EpisodeError, InputError, load_embodiment_files
 
@@ -131,6 +133,11 @@ class Converter(abc.ABC):
 
     def resolved_spec(self) -> dict | None:
         """The dataset spec actually used, as plain data (converters driven by a YAML spec)."""
+        return None
+
+    def raw_schema(self) -> pa.Schema | None:
+        """The raw side table's schema (``schemas/raw.py``) when episodes carry ``raw`` columns: source
+        features the unified columns have no place for, kept verbatim. The same for every work unit."""
         return None
 
     @classmethod

@@ -24,7 +24,8 @@ from vlaflow.schemas.rotations import REPRS, to_rotvec
 from .transforms import transform_table
 
 _KEYS = ("dataset", "aliases", "embodiment", "task_family", "fps", "license", "cameras", "image_transform",
-         "depth_unit", "instruction", "language", "conventions", "derive", "action", "state", "state_raw_keys", "notes")
+         "depth_unit", "instruction", "language", "conventions", "derive", "action", "state", "state_raw_keys", "drop",
+         "notes")
 
 # Float depth tensors become 16-bit PNGs in millimetres; ``depth_unit`` says what the floats measure.
 DEPTH_UNITS_MM = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
@@ -69,6 +70,7 @@ class DatasetSpec:
     action: list[SlotMap] = field(default_factory=list)
     state: list[SlotMap] = field(default_factory=list)
     state_raw_keys: list[str] | None = None
+    drop: dict[str, str] = field(default_factory=dict)  # source key -> why it is not carried (else: raw table)
     notes: list[str] = field(default_factory=list)
     source: str = ""
 
@@ -175,6 +177,9 @@ def spec_from_dict(d: dict, source: str = "<dict>") -> DatasetSpec:
     aliases = d.get("aliases") or []
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
         raise SpecError(f"{source}: aliases: expected a list of dataset names, got {aliases!r:.60}")
+    drop = d.get("drop") or {}
+    if not isinstance(drop, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in drop.items()):
+        raise SpecError(f"{source}: drop: expected a mapping of source key -> reason, got {drop!r:.60}")
     depth_unit = d.get("depth_unit", "m")
     if depth_unit not in DEPTH_UNITS_MM:
         raise SpecError(f"{source}: depth_unit: {depth_unit!r} not in {sorted(DEPTH_UNITS_MM)}")
@@ -187,7 +192,7 @@ def spec_from_dict(d: dict, source: str = "<dict>") -> DatasetSpec:
         derive=derive,
         action=_slot_maps(_entries(d, "action", source, ("slot", "key")), ACTION, f"{source}: action"),
         state=_slot_maps(_entries(d, "state", source, ("slot", "key")), STATE, f"{source}: state"),
-        state_raw_keys=raw_keys, notes=[notes] if isinstance(notes, str) else list(notes),
+        state_raw_keys=raw_keys, drop=dict(drop), notes=[notes] if isinstance(notes, str) else list(notes),
         source=source,
     )
 
@@ -213,6 +218,8 @@ def spec_to_dict(spec: DatasetSpec) -> dict:
          "notes": list(spec.notes)}
     if spec.state_raw_keys is not None:
         d["state_raw_keys"] = list(spec.state_raw_keys)
+    if spec.drop:
+        d["drop"] = dict(spec.drop)
     return d
 
 

@@ -118,6 +118,18 @@ def euler_to_rotvec(x, seq: str = "xyz") -> np.ndarray:
     # extrinsic: later rotations act from the left; intrinsic: from the right
     r = mats[2] @ mats[1] @ mats[0] if seq.islower() else mats[0] @ mats[1] @ mats[2]
     return matrix_to_rotvec(r)
+def pose_matrix_rotvec(x, order: str = "F") -> np.ndarray:
+    """Flattened 4x4 homogeneous poses [T, 16] -> their orientation as rotation vectors [T, 3].
+
+    ``order`` is how the 16 values run: "F" column-major (libfranka's O_T_EE, so deoxys-recorded
+    Franka data), "C" row-major.
+    """
+    if order not in ("C", "F"):
+        raise ValueError(f"pose_matrix_rotvec: order must be 'C' or 'F', got {order!r}")
+    m = np.asarray(x, dtype=np.float64).reshape(-1, 4, 4)
+    if order == "F":
+        m = np.swapaxes(m, -1, -2)
+    return matrix_to_rotvec(m[:, :3, :3])
 
 
 @lru_cache(maxsize=1)
@@ -131,7 +143,7 @@ def transform_table() -> Mapping[str, Callable[..., np.ndarray]]:
 
     fns = (binarize_gripper, rel2abs_gripper, invert_gripper, clip01, signed_to_unit, bool_to_float, scale,
            relabel_from_state, sim.osc_scale, sim.sign_gripper, sim.finger_opening, sim.clip_range, sim.next_step,
-           sim.maniskill3_ee_delta_rot, sim.norm_clip_scale, euler_to_rotvec)
+           sim.maniskill3_ee_delta_rot, sim.norm_clip_scale, euler_to_rotvec, pose_matrix_rotvec)
     return MappingProxyType({fn.__name__: fn for fn in fns})
 
 

@@ -48,6 +48,26 @@ def encode_image(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes
     return buf.getvalue()
 
 
+def encode_depth_mm(depth: np.ndarray, mm_per_unit: float) -> bytes:
+    """A float depth map (``[H, W]`` or ``[H, W, 1]``) → a lossless 16-bit PNG in whole millimetres.
+
+    0 means no measurement (NaN, inf, zero or negative depth); depth beyond 65.535 m saturates at 65535.
+    Millimetres keep a metre-scale float's precision that matters for manipulation at half the bytes."""
+    from PIL import Image
+
+    d = np.asarray(depth, dtype=np.float64)
+    if d.ndim == 3 and d.shape[-1] == 1:
+        d = d[..., 0]
+    if d.ndim != 2:
+        raise UndecodableImage(f"depth map has shape {d.shape}, expected [H, W] or [H, W, 1]")
+    mm = d * mm_per_unit
+    valid = np.isfinite(mm) & (mm > 0)
+    out = np.where(valid, np.clip(np.rint(np.where(valid, mm, 0)), 1, 65535), 0).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(out).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def encode_frames(frames: np.ndarray, fmt: str = "png", where: str = "", quality: int = 95) -> list[bytes]:
     """``uint8 [T, H, W, 3]`` (or ``[T, H, W]``/``[T, H, W, 1]``) → encoded bytes per frame."""
     arr = np.asarray(frames)

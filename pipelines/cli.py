@@ -158,9 +158,15 @@ def corpus(path: str = typer.Argument(..., help="a corpus root (folder or URI) o
 
 
 @app.command()
-def converters(options: bool = typer.Option(False, "--options", help="also list each converter's --opt keys")) -> None:
+def converters(options: bool = typer.Option(False, "--options", help="also list each converter's --opt keys"),
+               specs: bool = typer.Option(False, "--specs", help="list the built-in Open-X dataset specs instead")
+               ) -> None:
     """List installed converter plugins (entry-point group `vlaflow.converters`)."""
     from vlaflow.converters import describe
+
+    if specs:
+        _print_openx_specs()
+        return
 
     rows = describe()
     t = Table(title="converters")
@@ -177,16 +183,38 @@ def converters(options: bool = typer.Option(False, "--options", help="also list 
                 out.print(f"  {line}", markup=False)
 
 
+def _print_openx_specs() -> None:
+    from vlaflow.converters.openx_rlds import builtin_specs
+    from vlaflow.converters.openx_rlds.catalog import catalogs
+
+    specs = {id(s): s for s in builtin_specs().values()}.values()
+    layouts = catalogs()
+    t = Table(title="built-in Open-X dataset specs (--converter openx_rlds)")
+    for c in ("dataset", "also resolves", "embodiment", "cameras", "catalog layout"):
+        t.add_column(c)
+    for s in sorted(specs, key=lambda s: s.dataset):
+        t.add_row(s.dataset, ", ".join(s.aliases), s.embodiment, ", ".join(s.cameras),
+                  "yes" if any(n in layouts for n in (s.dataset, *s.aliases)) else "")
+    Console().print(t)
+
+
 @app.command("sample-rlds")
 def sample_rlds(output: str = typer.Argument(..., help="data dir to write <name>/<version>/ into"),
                 episodes: int = typer.Option(40, help="episodes per split"),
                 steps: int = typer.Option(12, help="steps per episode"),
                 shards: int = typer.Option(2, help="TFRecord shards per split"),
+                like: str = typer.Option("", help="an Open-X dataset's name: synthesize its published feature "
+                                                  "layout (converters/openx_rlds/catalog/) instead of Bridge's"),
                 seed: int = typer.Option(0)) -> None:
-    """Write a small synthetic Bridge-like RLDS dataset (the README's sample job input)."""
+    """Write a small synthetic RLDS dataset (Bridge-like: the README's sample job input; or `--like NAME`)."""
     from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 
-    path = write_sample_dataset(output, episodes=episodes, steps=steps, shards=shards, seed=seed)
+    if like:
+        from vlaflow.converters.openx_rlds.catalog import catalog_for, write_catalog_dataset
+
+        path = write_catalog_dataset(catalog_for(like), output, episodes=episodes, steps=steps, seed=seed)
+    else:
+        path = write_sample_dataset(output, episodes=episodes, steps=steps, shards=shards, seed=seed)
     print(path)
 
 

@@ -29,7 +29,7 @@ from vlaflow.schemas.names import is_safe_rel
 from vlaflow.schemas import SCHEMA_VERSION, Col, EpCol, InputError, SpecError, schema_metadata
 from vlaflow.schemas.embodiment import EmbodimentRegistry
 
-from .layout import DATASETS_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE
+from .layout import DATASETS_DIR, EPISODES, LEDGER, MANIFEST, QUARANTINE, raw_path
 from .metadata import CorpusManifest, DatasetManifest, IngestEntry, Ledger, ShardEntry, totals
 from .storage import Output
 
@@ -227,6 +227,18 @@ class Corpus:
         row, root = self._locate(episode_id)
         with root.out.fs.open_input_file(root.out.path(row[EpCol.SHARD_FILE])) as f:
             t = pq.ParquetFile(f).read_row_group(row[EpCol.ROW_GROUP], columns=columns)
+        return t.filter(pc.equal(t[Col.EPISODE_ID], episode_id))
+
+    def read_raw(self, episode_id: str, columns: list[str] | None = None) -> pa.Table:
+        """An episode's source features kept verbatim (the raw side table, ``schemas/raw.py``): the same rows
+        as ``read_episode``, from the same row group of the shard's raw file."""
+        row, root = self._locate(episode_id)
+        rel = raw_path(row[EpCol.SHARD_FILE])
+        if not root.out.exists(rel):
+            raise InputError(f"episode {episode_id!r}: its dataset keeps no raw source features ({rel} absent)")
+        keep = None if columns is None else [Col.EPISODE_ID, Col.STEP_INDEX, *columns]
+        with root.out.fs.open_input_file(root.out.path(rel)) as f:
+            t = pq.ParquetFile(f).read_row_group(row[EpCol.ROW_GROUP], columns=keep)
         return t.filter(pc.equal(t[Col.EPISODE_ID], episode_id))
 
     def frames(self, episode_id: str, role: str) -> list:

@@ -22,9 +22,10 @@ from vlaflow.converters import Converter, ConverterOptions, Rejected
 from vlaflow.converters import load as load_converter
 from vlaflow.converters import sniff as sniff_converter
 from vlaflow.media import FrameStorage
-from vlaflow.schemas import (SCHEMA_VERSION, ConverterError, Episode, EpisodeError, InputError, episode_row,
+from vlaflow.schemas import (SCHEMA_VERSION, ConverterError, Episode, EpisodeError, InputError, VlaflowError, episode_row,
                              episodes_table, episodes_to_table, schema_metadata, step_schema, validate_episode)
 from vlaflow.schemas.invariants import check_step_table
+from vlaflow.schemas.raw import raw_table
 
 from .corpus import parquet_bytes, rebuild_root
 from .layout import (BATCH_BYTES, BATCH_EPISODES, DEFAULT_TARGET_SHARD_MB, EPISODES, LEDGER, MANIFEST,
@@ -71,7 +72,14 @@ def converter_for(name: str, input_path: str, options: ConverterOptions) -> Conv
     """One converter per worker process (opening a builder dir parses its features once)."""
     key = (name, input_path, repr(options))
     if key not in _CONVERTERS:
-        _CONVERTERS[key] = load_converter(name)(input_path, options)
+        cls = load_converter(name)
+        try:
+            _CONVERTERS[key] = cls(input_path, options)
+        except VlaflowError:
+            raise
+        except Exception as err:  # an input the converter never expected: one line, not a traceback
+            raise InputError(f"converter {name} cannot open {input_path}: {type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:300] if str(err) else ''}") from err
     return _CONVERTERS[key]
 
 
@@ -100,14 +108,15 @@ class IngestStage(Stage):
                 for g in self.groups]
 
     def is_done(self, out: Output, task: Task) -> bool:
-        """The marker, and the shard and MP4s it names still there at their recorded sizes."""
+        """The marker, and the shard, MP4s and raw table it names still there at their recorded sizes."""
         if not out.exists(task.marker):
             return False
         shard = out.read_json(task.marker).get("shard")
         if shard is None:
             return True
         return (out.exists(shard["shard"]) and out.size(shard["shard"]) == shard["bytes"]
-                and all(out.exists(v["path"]) and out.size(v["path"]) == v["bytes"] for v in shard.get("videos", [])))
+                and all(out.exists(v["path"]) and out.size(v["path"]) == v["bytes"]
+                        for v in [*shard.get("videos", []), *([shard["raw"]] if shard.get("raw") else [])]))
 
     def run_task(self, task: Task, progress: ProgressFn) -> dict:
         return convert_group(self.groups[task.id], self, progress).to_json()
@@ -137,6 +146,7 @@ def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> Gro
     conv = converter_for(stage.converter, stage.input, stage.options)
     out = Output(stage.output_uri)
     schema = step_schema(stage.datasets_meta)
+    raw_schema = conv.raw_schema()
     frames = FrameStorage.from_options(stage.options.extra)  # --opt storage: applied here, for every converter
     writer: ShardWriter | None = None
     rows, rejected, batch = [], [], []
@@ -145,7 +155,7 @@ def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> Gro
     def flush():
         nonlocal writer, batch_bytes
         if writer is None:
-            writer = ShardWriter(out, group.shard, schema)
+            writer = ShardWriter(out, group.shard, schema, raw_schema)
         for ep in batch:
             for role, clip in ep.videos.items():
                 if clip.data is not None:
@@ -155,7 +165,7 @@ def convert_group(group: Group, stage: IngestStage, progress: ProgressFn) -> Gro
         if problems:
             raise RuntimeError(f"{group.shard}: converter {stage.converter} produced rows that break the schema's "
                                f"invariants: {problems[0].message}")
-        writer.add(table, len(batch))
+        writer.add(table, len(batch), raw_table(batch, raw_schema) if raw_schema is not None else None)
         batch.clear()
         batch_bytes = 0
 
@@ -260,7 +270,7 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         cfg.converter = sniff_converter(cfg.input)
     executor = make_executor(cfg.executor, cfg.num_cpus)
     FrameStorage.from_options(cfg.options.extra)  # a bad storage option fails here, in one line
-    conv = load_converter(cfg.converter)(cfg.input, cfg.options)
+    conv = converter_for(cfg.converter, cfg.input, cfg.options)
     infos = conv.datasets()
     if len(infos) != 1:
         raise InputError(f"converter {cfg.converter} reported {len(infos)} datasets; one per ingest")

@@ -7,6 +7,7 @@ from vlaflow.schemas.names import safe_component
 
 DATA_DIR = "data"
 VIDEO_DIR = "videos"  # MP4s of frames stored as video, mirroring data/ (one per shard and camera)
+RAW_DIR = "raw"  # source features kept verbatim (schemas/raw.py), one file per shard, mirroring data/
 META_DIR = "meta"
 # The corpus: these four at the root cover every dataset ingested into it (union, datasets in name order).
 MANIFEST = "meta/manifest.json"  # the catalog (pipelines/metadata.py CorpusManifest)
@@ -45,6 +46,11 @@ def video_path(shard_rel: str, role: str, part: int = 0) -> str:
     rel = posixpath.relpath(shard_rel, DATA_DIR).rsplit(".", 1)[0]
     suffix = f".{part}" if part else ""
     return posixpath.join(VIDEO_DIR, f"{rel}.{safe_component(role)}{suffix}.mp4")
+
+
+def raw_path(shard_rel: str) -> str:
+    """``data/<ds>/<split>/chunk-000/shard-00000.parquet`` → ``raw/<ds>/<split>/chunk-000/shard-00000.parquet``."""
+    return posixpath.join(RAW_DIR, posixpath.relpath(shard_rel, DATA_DIR))
 
 
 def dataset_dir(dataset: str) -> str:

@@ -44,6 +44,7 @@ class ShardEntry(JsonRecord):
     sha256: str
     videos: list = field(default_factory=list)  # {path, role, frames, bytes, sha256, codec, width, height}
     sources: list = field(default_factory=list)
+    raw: dict | None = None  # the raw side table beside it: {path, bytes, sha256, columns}
 
 
 @dataclass
@@ -98,7 +99,7 @@ class GroupMarker(JsonRecord):
             return None
         s = self.shard
         return ShardEntry(s["shard"], self.dataset, self.split, s["rows"], s["episodes"], s["row_groups"], s["bytes"],
-                          s["sha256"], s.get("videos", []), self.sources)
+                          s["sha256"], s.get("videos", []), self.sources, s.get("raw"))
 
 
 def totals(shards: list[ShardEntry]) -> dict:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from vlaflow.media.shard_videos import ShardVideos
 from vlaflow.schemas import Col
 
-from .layout import ROW_GROUP_BYTES, ZSTD_LEVEL, video_path
+from .layout import ROW_GROUP_BYTES, ZSTD_LEVEL, raw_path, video_path
 from .storage import HashingWriter, Output
 
 
@@ -91,16 +91,42 @@ class RowGroups:
             self.index += 1
 
 
-class ShardWriter:
-    """Writes to ``<shard>.tmp`` and moves it into place on ``close``: a shard either exists whole
-    (with its checksum computed while writing) or not at all."""
+class _ParquetFile:
+    """One Parquet file written to ``<rel>.tmp``, hashed while written, moved into place by ``commit``."""
 
     def __init__(self, out: Output, rel: str, schema: pa.Schema):
-        self.out, self.rel, self.schema = out, rel, schema
+        self.out, self.rel = out, rel
         out.makedirs(rel.rsplit("/", 1)[0])
         self.tmp = out.path(rel) + ".tmp"
         self.sink = HashingWriter(out.fs.open_output_stream(self.tmp))
-        self.row_groups = RowGroups(open_writer(self.sink.as_arrow(), schema))
+        self.writer = open_writer(self.sink.as_arrow(), schema)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sink.close()
+
+    def commit(self) -> None:
+        self.out.fs.move(self.tmp, self.out.path(self.rel))
+
+    def abort(self) -> None:
+        for step in (self.writer.close, self.sink.close, lambda: self.out.fs.delete_file(self.tmp)):
+            try:
+                step()
+            except Exception:  # best effort: the original error is what the caller reports
+                pass
+
+
+class ShardWriter:
+    """Writes to ``<shard>.tmp`` and moves it into place on ``close``: a shard either exists whole
+    (with its checksum computed while writing) or not at all. With a ``raw_schema`` the raw side table
+    (``schemas/raw.py``) is written beside it with the same rows in the same row groups."""
+
+    def __init__(self, out: Output, rel: str, schema: pa.Schema, raw_schema: pa.Schema | None = None):
+        self.out, self.rel, self.schema = out, rel, schema
+        self.file = _ParquetFile(out, rel, schema)
+        self.row_groups = RowGroups(self.file.writer)
+        self.raw = _ParquetFile(out, raw_path(rel), raw_schema) if raw_schema is not None else None
+        self.raw_groups = RowGroups(self.raw.writer, limit=float("inf")) if self.raw is not None else None
         self.rows = self.episodes = 0
         self._videos: ShardVideos | None = None
 
@@ -111,27 +137,41 @@ class ShardWriter:
             self._videos = ShardVideos(self.out.fs, self.out.root, partial(video_path, self.rel))
         return self._videos
 
-    def add(self, table: pa.Table, episodes: int) -> None:
+    def add(self, table: pa.Table, episodes: int, raw: pa.Table | None = None) -> None:
+        if (raw is None) != (self.raw is None) or (raw is not None and len(raw) != len(table)):
+            raise ValueError(f"{self.rel}: raw rows must come with every batch and match its rows")
+        before = self.row_groups.index
+        if self.raw_groups is not None:
+            self.raw_groups.add(raw, episodes)
         self.row_groups.add(table, episodes)
+        if self.raw_groups is not None and self.row_groups.index != before:
+            self.raw_groups.flush()  # the side table's row groups end where the shard's do
         self.rows += len(table)
         self.episodes += episodes
 
     def abort(self) -> None:
         """After a failure: release files and temporary videos, leave nothing half-written behind."""
-        for step in (lambda: self.row_groups.writer.close(), self.sink.close,
-                     lambda: self.out.fs.delete_file(self.tmp),
-                     lambda: self._videos.abort() if self._videos is not None else None):
+        for f in (self.file, self.raw):
+            if f is not None:
+                f.abort()
+        if self._videos is not None:
             try:
-                step()
-            except Exception:  # best effort: the original error is what the caller reports
+                self._videos.abort()
+            except Exception:  # best effort, as above
                 pass
 
     def close(self) -> dict:
         self.row_groups.flush()
-        self.row_groups.writer.close()
-        self.sink.close()
+        self.file.close()
+        raw = None
+        if self.raw is not None:
+            self.raw_groups.flush()
+            self.raw.close()
+            self.raw.commit()
+            raw = {"path": self.raw.rel, "bytes": self.raw.sink.nbytes, "sha256": self.raw.sink.hexdigest,
+                   "columns": len(self.raw.writer.schema) - 2}
         videos = self._videos.close() if self._videos is not None else []
-        self.out.fs.move(self.tmp, self.out.path(self.rel))  # last: the shard's presence means all is written
-        return {"videos": videos, "shard": self.rel, "rows": self.rows, "episodes": self.episodes, "bytes": self.sink.nbytes,
-                "sha256": self.sink.hexdigest, "row_groups": self.row_groups.index,
-                "episode_row_group": self.row_groups.episode_row_group}
+        self.file.commit()  # last: the shard's presence means all is written
+        return {"videos": videos, "raw": raw, "shard": self.rel, "rows": self.rows, "episodes": self.episodes,
+                "bytes": self.file.sink.nbytes, "sha256": self.file.sink.hexdigest,
+                "row_groups": self.row_groups.index, "episode_row_group": self.row_groups.episode_row_group}

@@ -22,7 +22,7 @@ from vlaflow.schemas.invariants import check_step_table, episode_starts
 from vlaflow.schemas.names import is_safe_rel
 
 from .corpus import Corpus
-from .layout import DATA_DIR, DATASETS_DIR, EPISODES, LEDGER, QUARANTINE, VIDEO_DIR
+from .layout import DATA_DIR, DATASETS_DIR, EPISODES, LEDGER, QUARANTINE, RAW_DIR, VIDEO_DIR
 from .metadata import DatasetManifest, Ledger
 from .storage import Output
 
@@ -120,6 +120,24 @@ def _check_images(pf: pq.ParquetFile, name: str) -> list[str]:
                 except UndecodableImage as err:
                     problems.append(str(err))
     return problems
+
+
+def _check_raw(out: Output, raw: dict, table: pa.Table, pf: pq.ParquetFile) -> list[str]:
+    """The raw side table: present, as written, and row for row the shard's steps in the shard's row groups."""
+    rel = raw["path"]
+    if not out.exists(rel):
+        return [f"{rel}: listed in the manifest but missing"]
+    if out.size(rel) != raw["bytes"] or out.sha256(rel) != raw["sha256"]:
+        return [f"{rel}: size or sha256 differs from the manifest (corrupted or rewritten)"]
+    with out.fs.open_input_file(out.path(rel)) as f:
+        rf = pq.ParquetFile(f)
+        keys = rf.read(columns=[Col.EPISODE_ID, Col.STEP_INDEX])
+        groups = [rf.metadata.row_group(i).num_rows for i in range(rf.num_row_groups)]
+    if groups != [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]:
+        return [f"{rel}: row groups {groups[:5]} do not match the shard's"]
+    if not (keys[Col.EPISODE_ID].equals(table[Col.EPISODE_ID]) and keys[Col.STEP_INDEX].equals(table[Col.STEP_INDEX])):
+        return [f"{rel}: rows are not the shard's steps in the shard's order"]
+    return []
 
 
 def _check_datasets(out: Output, corpus: Corpus, lengths: Counter) -> list[str]:
@@ -220,7 +238,9 @@ def _validate_root(corpus: Corpus, check_images: bool) -> tuple[list[str], dict]
     listed = set()
     for sh in manifest["shards"]:
         rel = sh["path"]
-        unsafe = [x for x in [rel] + [v["path"] for v in sh.get("videos", [])] if not is_safe_rel(x)]
+        raw = sh.get("raw")
+        unsafe = [x for x in [rel] + [v["path"] for v in sh.get("videos", [])] + ([raw["path"]] if raw else [])
+                  if not is_safe_rel(x)]
         if unsafe:
             problems.append(f"manifest path {str(unsafe[0])[:100]!r} leaves the output folder")
             continue
@@ -270,7 +290,10 @@ def _validate_root(corpus: Corpus, check_images: bool) -> tuple[list[str], dict]
             lengths.update(ln)
             if check_images:
                 problems += _check_images(pf, rel)
-    for folder in (DATA_DIR, VIDEO_DIR):
+            if raw:
+                listed.add(raw["path"])
+                problems += _check_raw(out, raw, table, pf)
+    for folder in (DATA_DIR, VIDEO_DIR, RAW_DIR):
         stray = [f for f in out.list_files(folder) if f not in listed]
         if stray:
             problems.append(f"files under {folder}/ not in the manifest: {stray[:5]}")

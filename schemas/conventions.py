@@ -50,6 +50,8 @@ class DatasetInfo:
     cameras: dict[str, str] = field(default_factory=dict)  # role -> source key
     action_raw_keys: list[str] = field(default_factory=list)  # flatten order of action_raw
     state_raw_keys: list[str] = field(default_factory=list)
+    raw_keys: list[str] = field(default_factory=list)  # source features kept verbatim in the raw side table
+    dropped_keys: dict[str, str] = field(default_factory=dict)  # source feature -> why the spec leaves it out
     notes: list[str] = field(default_factory=list)
     # Trajectory targets, when rows carry them: {"frame": ..., "horizon": H, "stride": source samples per
     # step, "points": [names of the free points.* in order]}.

@@ -67,6 +67,7 @@ class Episode:
     trajectory: np.ndarray | None = None  # float32 [T, TRAJ_HORIZON, TRAJECTORY.width], zero where masked
     trajectory_mask: np.ndarray | None = None  # bool, same shape
     videos: dict[str, VideoClip] = field(default_factory=dict)  # role -> frames stored as video
+    raw: dict = field(default_factory=dict)  # raw side-table column -> T per-step values (schemas/raw.py)
 
     @property
     def length(self) -> int:

@@ -18,19 +18,30 @@ from vlaflow.schemas import InputError
 
 SHARD_RE = re.compile(
     r"^(?P<name>.+)-(?P<split>[^-.]+)\.(?P<fmt>tfrecord)-(?P<idx>\d{5,})(?:-of-(?P<n>\d{5,}))?$")
-_CLASS = {"Tensor": "tensor", "Scalar": "tensor", "Image": "image", "Text": "text",
-          "FeaturesDict": "dict", "Dataset": "dataset"}
 
 
 @dataclass(frozen=True)
 class Leaf:
-    """One step feature, flattened: ``observation/image_0``."""
+    """One step feature, flattened: ``observation/image_0``.
+
+    ``ragged`` counts the ``Sequence`` levels above it inside a step (its values then vary in length per
+    step); ``names`` are a ClassLabel's class names (empty when the file does not list them)."""
 
     key: str
     kind: str  # tensor | image | text
     shape: tuple
-    dtype: str
+    dtype: str  # a NumPy dtype name; "object" for strings and bytes
     encoding: str = "none"  # tensors: none | bytes | zlib; images: jpeg | png
+    ragged: int = 0
+    names: tuple = ()
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind == "tensor" and self.dtype not in ("object", "str") and not self.ragged
+
+    @property
+    def width(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
 
 
 @dataclass
@@ -52,41 +63,58 @@ class BuilderDir:
     name: str
     version: str
     shards: dict[str, list[Shard]] = field(default_factory=dict)
+    folder: str = ""  # the directory name above the version folder (storage name; may differ from `name`)
 
     def features(self):
         from tensorflow_datasets.core import features as tfds_features
 
-        return tfds_features.FeatureConnector.from_json(self.features_json)
+        try:
+            return tfds_features.FeatureConnector.from_json(self.features_json)
+        except Exception as err:  # a class or argument this tensorflow-datasets cannot build
+            raise InputError(f"{self.uri}: features.json cannot be read by tensorflow-datasets: "
+                             f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}") from None
 
     def step_leaves(self) -> list[Leaf]:
         """Step features in features.json order (the order `action_raw` is flattened in)."""
-        feats = self.features()["steps"].feature
-        return _leaves(self.features_json["featuresDict"]["features"]["steps"]["sequence"]["feature"],
-                       feats, "")
+        node = self.features_json["featuresDict"]["features"]["steps"].get("sequence", {}).get("feature", {})
+        return _leaves(self.features()["steps"].feature, node, "", 0)
 
     def episode_leaves(self) -> list[Leaf]:
-        top = self.features_json["featuresDict"]["features"]
-        if "episode_metadata" not in top:
+        feats = self.features()
+        if "episode_metadata" not in feats:
             return []
-        return _leaves(top["episode_metadata"], self.features()["episode_metadata"], "")
+        return _leaves(feats["episode_metadata"], self.features_json["featuresDict"]["features"]["episode_metadata"],
+                       "", 0)
 
 
-def _leaves(node: dict, feat, prefix: str) -> list[Leaf]:
-    cls = node.get("pythonClassName", "").rsplit(".", 1)[-1]
-    kind = _CLASS.get(cls, "tensor")
-    if kind == "dict":
-        out = []
-        for k, child in node["featuresDict"]["features"].items():
-            out.extend(_leaves(child, feat[k], f"{prefix}{k}/"))
-        return out
+def _leaves(feat, node: dict, prefix: str, ragged: int) -> list[Leaf]:
+    """Walk the tensorflow-datasets feature objects, so every FeatureConnector a features.json can name reads,
+    in the file's own key order (``node``: the same feature in features.json)."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core import features as F
+
     key = prefix.rstrip("/")
-    if kind == "dataset":
+    if isinstance(feat, F.FeaturesDict):
+        children = node.get("featuresDict", {}).get("features", {})
+        order = [k for k in children if k in feat] + [k for k in feat.keys() if k not in children]
+        return [leaf for k in order for leaf in _leaves(feat[k], children.get(k, {}), f"{prefix}{k}/", ragged)]
+    if isinstance(feat, tfds.features.Dataset):
         raise InputError(f"nested Dataset feature {key!r} inside steps is not supported")
-    enc = getattr(feat, "_encoding_format", None) if kind == "image" else None
-    if kind == "tensor":
-        enc = str(getattr(getattr(feat, "_encoding", None), "value", "none") or "none")
-    return [Leaf(key, kind, tuple(feat.shape), np.dtype(feat.np_dtype).name if kind != "text" else "str",
-                 enc or "none")]
+    if isinstance(feat, F.Sequence):
+        return _leaves(feat.feature, node.get("sequence", {}).get("feature", {}), prefix, ragged + 1)
+    if isinstance(feat, F.Image):
+        return [Leaf(key, "image", tuple(feat.shape), np.dtype(feat.np_dtype).name,
+                     getattr(feat, "_encoding_format", None) or "png", ragged)]
+    if isinstance(feat, F.Text):
+        return [Leaf(key, "text", (), "object", "none", ragged)]
+    info = feat.get_tensor_info()
+    if not isinstance(info, F.TensorInfo):  # a composite connector (e.g. BBoxFeature, Video): its own tensors
+        raise InputError(f"feature {key!r} ({type(feat).__name__}) is not supported")
+    dtype = np.dtype(info.np_dtype)
+    names = tuple(getattr(feat, "names", None) or ()) if isinstance(feat, F.ClassLabel) else ()
+    encoding = str(getattr(getattr(feat, "_encoding", None), "value", "none") or "none")
+    return [Leaf(key, "tensor", tuple(info.shape), "object" if dtype.kind in "OSU" else dtype.name, encoding,
+                 ragged, names)]
 
 
 def _read_json(fs, path: str) -> dict:
@@ -138,4 +166,5 @@ def open_builder(uri: str) -> BuilderDir:
                 s.declared_records = n
     if not shards:
         raise InputError(f"{uri}: no TFRecord shards (<name>-<split>.tfrecord-NNNNN[-of-NNNNN]) found")
-    return BuilderDir(uri, fs, root, ds_info, features_json, name, version, shards)
+    return BuilderDir(uri, fs, root, ds_info, features_json, name, version, shards,
+                      folder=posixpath.basename(posixpath.dirname(root.rstrip("/"))))

@@ -1,6 +1,9 @@
 """``openx_rlds``: Open-X Embodiment RLDS (TFDS builder dirs of TFRecord shards), no TensorFlow."""
 from __future__ import annotations
 
+import base64
+import difflib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,11 +11,15 @@ from typing import Iterator
 
 import numpy as np
 
+import pyarrow as pa
+
+from vlaflow.media.images import encode_depth_mm, encode_image
 from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError
+from vlaflow.schemas.raw import raw_field, raw_schema
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
-from ..standardize import (DatasetSpec, last_action_invalid, load_spec_dir, spec_from_dict, spec_to_dict,
-                           standardize)
+from ..standardize import (DEPTH_UNITS_MM, DatasetSpec, last_action_invalid, load_spec_dir, spec_from_dict,
+                           spec_to_dict, standardize)
 from ..transforms import bgr_to_rgb_image, codepoints_to_text
 from ..units import pack_ranges
 from .builder import BuilderDir, Leaf, open_builder
@@ -23,10 +30,29 @@ log = logging.getLogger(__name__)
 SPEC_DIR = Path(__file__).parent / "specs"
 _INSTRUCTION_KEYS = ("language_instruction", "observation/natural_language_instruction",
                      "observation/instruction")
+_FLAGS = ("is_first", "is_last", "is_terminal")
 
 
 def builtin_specs() -> dict[str, DatasetSpec]:
     return load_spec_dir(SPEC_DIR)
+
+
+def camera_kind(leaf: Leaf) -> str | None:
+    """How a feature becomes a camera's frames: ``image`` (encoded bytes, kept), ``depth`` (a float map,
+    written as 16-bit PNG in mm), ``float_image`` (TFDS's float32 Image: a PNG of the floats' bytes, read
+    back as a depth map), ``array`` (an integer image-shaped tensor, written as PNG); else None."""
+    if leaf.ragged:
+        return None
+    if leaf.kind == "image":
+        return "float_image" if leaf.dtype == "float32" else "image"
+    if leaf.kind != "tensor" or leaf.dtype == "object" or leaf.dtype == "bool":
+        return None
+    shape = leaf.shape
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] == 1):
+        return "depth" if leaf.dtype.startswith("float") else "array"
+    if len(shape) == 3 and shape[-1] in (3, 4) and leaf.dtype in ("uint8", "uint16"):
+        return "array"
+    return None
 
 
 def generic_spec(builder: BuilderDir, leaves: list[Leaf]) -> DatasetSpec:
@@ -34,20 +60,26 @@ def generic_spec(builder: BuilderDir, leaves: list[Leaf]) -> DatasetSpec:
     cams: dict[str, str] = {}
     free = ["primary", "secondary", "tertiary"]
     for leaf in leaves:
-        if leaf.kind != "image":
+        kind = camera_kind(leaf)
+        if kind is None or (kind != "image" and not leaf.key.startswith("observation/")):
             continue
-        depth = leaf.dtype != "uint8" or (leaf.shape and leaf.shape[-1] == 1)
+        depth = kind in ("depth", "float_image") or "depth" in leaf.key.lower() or leaf.dtype != "uint8"
         low = leaf.key.lower()
         role = ("depth_primary" if depth else
                 "wrist" if ("wrist" in low or "hand" in low or "gripper" in low) else
                 (free.pop(0) if free else None))
         if role and role not in cams:
             cams[role] = leaf.key
-    keys = {leaf.key for leaf in leaves}
+    keys = {leaf.key for leaf in leaves if leaf.kind == "text" or leaf.dtype == "object"}
     instr = [k for k in _INSTRUCTION_KEYS if k in keys][:1]
     return DatasetSpec(dataset=builder.name, embodiment="generic", cameras=cams, instruction_keys=instr,
-                       notes=["no vlaflow spec: action/state slots empty; use action_raw"],
+                       notes=["no vlaflow spec: action/state slots empty; use action_raw and the raw table"],
                        source="<generic>")
+
+
+def find_spec(builder: BuilderDir, specs: dict[str, DatasetSpec]) -> DatasetSpec | None:
+    """The built-in spec for the dataset's own name, else for its storage folder's name."""
+    return specs.get(builder.name) or specs.get(builder.folder)
 
 
 @dataclass(frozen=True)
@@ -84,27 +116,39 @@ class OpenXRLDSConverter(Converter):
             self.spec = spec_from_dict(self.options.spec, source=self.options.spec_file or "--spec")
         else:
             specs = builtin_specs()
-            self.spec = specs.get(self.builder.name)
+            self.spec = find_spec(self.builder, specs)
             if self.spec is None:
                 self.spec = generic_spec(self.builder, self.leaves)
                 self._warnings.append(
                     f"no spec for dataset {self.builder.name!r}: ingesting raw actions with the generic "
-                    f"embodiment (built-in specs: {', '.join(sorted(specs))}; pass --spec FILE)")
+                    f"embodiment ({len(set(map(id, specs.values())))} datasets have built-in specs, listed by "
+                    f"`vlaflow converters --specs`; pass --spec FILE)")
+        self._check_spec_keys()
+        self._cameras: dict[str, tuple[Leaf, str]] = {}
         for role, key in self.spec.cameras.items():
-            if key not in self._leaf or self._leaf[key].kind != "image":
-                raise InputError(f"spec {self.spec.source}: camera {role} -> {key!r} is not an image "
-                                 f"feature of {self.builder.name}")
+            leaf = self._leaf.get(key)
+            kind = camera_kind(leaf) if leaf is not None else None
+            if kind is None:
+                what = "missing" if leaf is None else f"a {leaf.dtype} {leaf.kind} of shape {leaf.shape}"
+                raise InputError(f"spec {self.spec.source}: camera {role} -> {key!r} is {what}, not an image "
+                                 f"feature or an image-shaped tensor of {self.builder.name}")
+            self._cameras[role] = (leaf, kind)
         self.embodiment = self.embodiments.get(self.spec.embodiment)
         self._last_invalid = last_action_invalid(self.spec)
         self.action_keys = [leaf for leaf in self.leaves
-                            if leaf.key == "action" or leaf.key.startswith("action/")]
+                            if (leaf.key == "action" or leaf.key.startswith("action/")) and leaf.numeric]
         if self.spec.state_raw_keys is not None:
-            self.state_keys = [self._leaf[k] for k in self.spec.state_raw_keys if k in self._leaf]
+            self.state_keys = [self._leaf[k] for k in self.spec.state_raw_keys if k in self._leaf
+                               and self._leaf[k].numeric]
         else:
             self.state_keys = [leaf for leaf in self.leaves
-                               if leaf.key.startswith("observation/") and leaf.kind == "tensor"
-                               and len(leaf.shape) <= 1 and leaf.dtype.startswith(("float", "int"))
-                               and (int(np.prod(leaf.shape)) if leaf.shape else 1) <= 64]
+                               if leaf.key.startswith("observation/") and leaf.numeric
+                               and len(leaf.shape) <= 1 and leaf.dtype != "bool" and leaf.width <= 64]
+        scalar = lambda k: k in self._leaf and self._leaf[k].numeric and not self._leaf[k].shape  # noqa: E731
+        self._scalars = {k for k in (*_FLAGS, "reward", "discount") if scalar(k)}
+        carried = self._scalars | set(self.spec.cameras.values()) | set(self.spec.instruction_keys)
+        carried |= {leaf.key for leaf in self.action_keys + self.state_keys}
+        self.raw_leaves = [leaf for leaf in self.leaves if leaf.key not in carried and leaf.key not in self.spec.drop]
         splits = sorted(self.builder.shards)
         if self.options.split:
             wanted = [s.strip() for s in self.options.split.split(",")]
@@ -115,13 +159,26 @@ class OpenXRLDSConverter(Converter):
         self.splits = splits
         self._parser = None
 
+    def _check_spec_keys(self) -> None:
+        """Every key the spec reads is a feature of this dataset: a wrong spec fails before any record, once."""
+        spec, derived = self.spec, {d.out for d in self.spec.derive}
+        reads = [(f"derive {d.out}", d.input) for d in spec.derive]
+        reads += [(f"{kind} {m.slot}", m.key) for kind, maps in (("action", spec.action), ("state", spec.state))
+                  for m in maps]
+        reads += [("instruction", k) for k in spec.instruction_keys]
+        for what, key in reads:
+            if key in derived or key in self._leaf:
+                continue
+            near = difflib.get_close_matches(key, list(self._leaf), n=1)
+            raise InputError(f"spec {spec.source}: {what} reads {key!r}, which is not a step feature of "
+                             f"{self.builder.name}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+
     # -- metadata -------------------------------------------------------------------------
     def resolved_spec(self) -> dict:
         return spec_to_dict(self.spec)
 
     def datasets(self) -> list[DatasetInfo]:
         conv = self.spec.conventions
-        width = lambda leaf: int(np.prod(leaf.shape)) if leaf.shape else 1  # noqa: E731
         return [DatasetInfo(
             name=self.spec.dataset, task_family=self.spec.task_family, embodiment=self.spec.embodiment,
             fps=self.spec.fps, license=self.spec.license,
@@ -131,13 +188,19 @@ class OpenXRLDSConverter(Converter):
             rotation_repr=conv.get("rotation_repr", "none"), action_frame=conv.get("action_frame", "none"),
             control_mode=conv.get("control_mode", self.embodiment.control_mode),
             image_transform=self.spec.image_transform, cameras=dict(self.spec.cameras),
-            action_raw_keys=[f"{leaf.key}[{width(leaf)}]" for leaf in self.action_keys],
-            state_raw_keys=[f"{leaf.key}[{width(leaf)}]" for leaf in self.state_keys],
+            action_raw_keys=[f"{leaf.key}[{leaf.width}]" for leaf in self.action_keys],
+            state_raw_keys=[f"{leaf.key}[{leaf.width}]" for leaf in self.state_keys],
+            raw_keys=[leaf.key for leaf in self.raw_leaves],
+            dropped_keys={k: v for k, v in self.spec.drop.items() if k in self._leaf},
             notes=list(self.spec.notes),
         )]
 
     def warnings(self) -> list[str]:
         return list(self._warnings)
+
+    def raw_schema(self) -> pa.Schema | None:
+        return raw_schema([raw_field(leaf.key, leaf.dtype, leaf.shape, leaf.ragged, text=leaf.kind == "text",
+                                     image=leaf.kind == "image", names=leaf.names) for leaf in self.raw_leaves])
 
     # -- work units -----------------------------------------------------------------------
     def work_units(self, target_bytes: int) -> list[WorkUnit]:
@@ -226,34 +289,50 @@ class OpenXRLDSConverter(Converter):
                 raise FeatureMismatch(f"step feature {k!r} has {len(v)} entries, is_first has {t}")
         spec = self.spec
         action, amask, state, smask = standardize(steps, spec, t)
-        is_first = _flag(steps, "is_first", t, first=True)
-        source_last = _flag(steps, "is_last", t, last=True)
+        scalars = {k: steps[k] for k in self._scalars if k in steps}
+        is_first = _flag(scalars, "is_first", t, first=True)
+        source_last = _flag(scalars, "is_last", t, last=True)
         if source_last[:-1].any():
             raise FeatureMismatch(f"is_last set at step {int(np.argmax(source_last))} of {t}")
         # In the table is_last marks the episode's final row. A source whose final step lacks
         # is_last was cut short (e.g. a debug subsample); that is recorded, not repaired.
-        is_terminal = _flag(steps, "is_terminal", t)
-        images = {}
-        for role, ck in spec.cameras.items():
-            if ck in steps:
-                frames = list(steps[ck])
-                if "bgr_to_rgb" in spec.image_transform:
-                    frames = [bgr_to_rgb_image(b) if b else None for b in frames]
-                images[role] = frames
+        is_terminal = _flag(scalars, "is_terminal", t)
+        images = {role: self._frames(steps[leaf.key], leaf, kind) for role, (leaf, kind) in self._cameras.items()
+                  if leaf.key in steps}
+        # TFDS leaves an optional feature out of a record that lacks it: that is a null, not an error.
+        raw = {leaf.key: steps[leaf.key] if leaf.key in steps else [None] * t for leaf in self.raw_leaves}
         instr_steps, instructions = self._instructions(steps, t)
         meta = dict(meta, source_is_last=bool(source_last[-1]))
-        extra = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else
-                     v.tolist() if isinstance(v, np.ndarray) else v) for k, v in meta.items()}
+        extra = {k: _jsonable(v) for k, v in meta.items()}
         # RLDS: the is_last step's action is undefined; so is a relabelled action with no next state.
         return self.make_episode(
             key, action=action, action_mask=amask, action_raw=_concat(steps, self.action_keys, t),
             state=state, state_mask=smask, state_raw=_concat(steps, self.state_keys, t),
             is_first=is_first, is_terminal=is_terminal, last_action_valid=not (bool(source_last[-1]) or self._last_invalid),
             instruction=instr_steps, instructions=instructions, language=spec.language, images=images,
-            reward=steps["reward"].astype(np.float32) if "reward" in steps else None,
-            discount=steps["discount"].astype(np.float32) if "discount" in steps else None,
-            split=unit.split, source_file=unit.source, source_index=index, extra=extra,
+            reward=scalars["reward"].astype(np.float32) if "reward" in scalars else None,
+            discount=scalars["discount"].astype(np.float32) if "discount" in scalars else None,
+            split=unit.split, source_file=unit.source, source_index=index, extra=extra, raw=raw,
         )
+
+    def _frames(self, values, leaf: Leaf, kind: str) -> list:
+        """One camera's T frames as encoded bytes (see ``camera_kind``)."""
+        if kind == "image":
+            frames = list(values)
+            if "bgr_to_rgb" in self.spec.image_transform:
+                frames = [bgr_to_rgb_image(b) if b else None for b in frames]
+            return frames
+        if kind == "float_image":
+            return [encode_depth_mm(_float_png(b), DEPTH_UNITS_MM[self.spec.depth_unit]) if b else None
+                    for b in values]
+        arr = np.asarray(values)
+        if kind == "depth":
+            return [encode_depth_mm(a, DEPTH_UNITS_MM[self.spec.depth_unit]) for a in arr]
+        if arr.ndim == 4 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if "bgr_to_rgb" in self.spec.image_transform and arr.ndim == 4:
+            arr = arr[..., [2, 1, 0, *range(3, arr.shape[-1])]]
+        return [encode_image(a, "png") for a in arr]
 
     def _instructions(self, steps: dict, t: int):
         per_key = []
@@ -275,6 +354,31 @@ class OpenXRLDSConverter(Converter):
                 if x and x not in instructions:
                     instructions.append(x)
         return (main[0] if len(set(main)) == 1 else main), instructions
+
+
+def _float_png(data: bytes) -> np.ndarray:
+    """TFDS's float32 Image: a 4-channel 8-bit PNG whose pixels are the floats' little-endian bytes."""
+    from PIL import Image
+
+    try:
+        rgba = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"), dtype=np.uint8)
+    except Exception as err:
+        raise FeatureMismatch(f"float32 image is not a readable PNG: {err}") from None
+    return np.ascontiguousarray(rgba).view("<f4")[..., 0]
+
+
+def _jsonable(v):
+    """Episode metadata as JSON: text as text, other bytes as {"base64": ...}, arrays and ragged lists as lists."""
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(v).decode("ascii")}
+    if isinstance(v, (np.ndarray, list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def _get(feats, key: str):

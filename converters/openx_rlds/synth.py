@@ -7,6 +7,7 @@ already encoded (bytes), as TFDS needs TensorFlow to encode arrays.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -22,6 +23,27 @@ TEMPLATE_INDEX = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}"
 def shard_name(name: str, split: str, i: int, n: int, template: str = TEMPLATE_OF) -> str:
     suffix = f"{i:05d}-of-{n:05d}" if template == TEMPLATE_OF else f"{i:05d}"
     return f"{name}-{split}.tfrecord-{suffix}"
+
+
+@contextlib.contextmanager
+def _without_tensorflow():
+    """Two places where TFDS's writer calls TensorFlow for what NumPy and PIL do the same way: the dtype of a
+    nested ragged feature (``Sequence`` inside ``steps``), only copied into another TensorInfo, and encoding
+    an image given as an array (float32 depth images are PNGs of the floats' bytes as 4 uint8 channels)."""
+    from tensorflow_datasets.core.features import feature as feature_lib, image_feature
+
+    def encode_with_pil(self, np_image: np.ndarray) -> bytes:
+        arr = np.asarray(np_image)
+        return encode_png(arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr) \
+            if self.encoding_format != "jpeg" else encode_jpeg(arr)
+
+    saved = feature_lib.TensorInfo.dtype, image_feature._ImageEncoder._encode_image
+    feature_lib.TensorInfo.dtype = property(lambda self: self.np_dtype)
+    image_feature._ImageEncoder._encode_image = encode_with_pil
+    try:
+        yield
+    finally:
+        feature_lib.TensorInfo.dtype, image_feature._ImageEncoder._encode_image = saved
 
 
 def write_rlds_dataset(data_dir: str | Path, name: str, version: str, features, splits: dict[str, list[dict]],
@@ -40,7 +62,8 @@ def write_rlds_dataset(data_dir: str | Path, name: str, version: str, features, 
         lengths, nbytes = [], 0
         for i in range(shards_per_split):
             chunk = episodes[bounds[i]:bounds[i + 1]]
-            with open(root / shard_name(name, split, i, shards_per_split, template), "wb") as f:
+            with open(root / shard_name(name, split, i, shards_per_split, template), "wb") as f, \
+                    _without_tensorflow():
                 for ep in chunk:
                     payload = serializer.serialize_example(features.encode_example(ep))
                     f.write(frame(payload))

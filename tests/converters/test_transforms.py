@@ -49,7 +49,7 @@ def test_spec_fills_named_slots_and_rejects_bad_specs():
 
 
 def test_euler_to_rotvec_orders():
-    from vlaflow.converters.transforms import euler_to_rotvec
+    from vlaflow.converters.transforms import euler_to_rotvec, transform_table
     from vlaflow.schemas.rotations import rotvec_to_matrix, to_rotvec
 
     rng = np.random.default_rng(0)
@@ -68,3 +68,23 @@ def test_euler_to_rotvec_orders():
     np.testing.assert_allclose(got, rz @ rx @ ry, atol=1e-9)
     with pytest.raises(ValueError, match="seq"):
         euler_to_rotvec(e, seq="xxy")
+    assert transform_table()["euler_to_rotvec"] is euler_to_rotvec
+
+
+def test_pose_matrix_rotvec_reads_column_and_row_major_poses():
+    from vlaflow.converters.transforms import pose_matrix_rotvec, transform_table
+    from vlaflow.schemas.rotations import rotvec_to_matrix
+
+    rv = np.array([[0.0, 0.0, np.pi / 2], [0.3, -0.2, 0.1]])
+    poses = np.tile(np.eye(4), (2, 1, 1))
+    poses[:, :3, :3] = rotvec_to_matrix(rv)
+    poses[:, :3, 3] = [[0.4, 0.1, 0.3], [0.5, 0.0, 0.2]]
+    col_major = np.stack([p.flatten(order="F") for p in poses])
+    np.testing.assert_allclose(col_major[:, 12:15], poses[:, :3, 3])  # translation where a spec reads it
+    np.testing.assert_allclose(pose_matrix_rotvec(col_major), rv, atol=1e-9)
+    np.testing.assert_allclose(pose_matrix_rotvec(poses.reshape(2, 16), order="C"), rv, atol=1e-9)
+    # read with the wrong order, a rotation comes back inverted
+    np.testing.assert_allclose(pose_matrix_rotvec(col_major, order="C"), -rv, atol=1e-9)
+    assert transform_table()["pose_matrix_rotvec"] is pose_matrix_rotvec
+    with pytest.raises(ValueError):
+        pose_matrix_rotvec(col_major, order="X")

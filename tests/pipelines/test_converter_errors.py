@@ -46,3 +46,22 @@ def test_an_unnamed_exception_sinks_only_what_it_touched(tmp_path, crashing):
     assert led["episodes_out"] == 16 - 2 - 1 and led["episodes_in"] == led["episodes_out"] + 2
     assert "AttributeError" in bad["reason"]
     assert validate_output(str(tmp_path / "out"))[0] == []
+
+
+class _CannotOpen(OpenXRLDSConverter):
+    def __init__(self, input_path, options=None):
+        raise KeyError("featuresDict")
+
+
+def test_a_converter_that_cannot_open_its_input_is_one_line_exit_2(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from vlaflow.pipelines.cli import app
+
+    monkeypatch.setattr(ingest_mod, "load_converter", lambda name: _CannotOpen)
+    ingest_mod._CONVERTERS.clear()
+    src = write_sample_dataset(tmp_path / "src", episodes=2, steps=3, shards=1)
+    res = CliRunner().invoke(app, ["ingest", "--converter", "x", "--input", str(src), "--output",
+                                   str(tmp_path / "out"), "--executor", "local"])
+    assert res.exit_code == 2
+    assert "converter x cannot open" in res.output and "KeyError" in res.output and "Traceback" not in res.output

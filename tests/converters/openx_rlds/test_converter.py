@@ -156,6 +156,7 @@ def test_bgr_cameras_are_swapped_back(tmp_path):
     feats = F.FeaturesDict({"steps": tfds.features.Dataset({
         "observation": F.FeaturesDict({"image": F.Image(shape=(16, 16, 3), encoding_format="jpeg"),
                                        "hand_image": F.Image(shape=(16, 16, 3), encoding_format="jpeg"),
+                                       "image_with_depth": F.Image(shape=(16, 16, 1), dtype=np.float32),
                                        "robot_state": F.Tensor(shape=(15,), dtype=np.float32),
                                        "natural_language_instruction": F.Text()}),
         "action": F.FeaturesDict({"world_vector": F.Tensor(shape=(3,), dtype=np.float32),
@@ -163,7 +164,8 @@ def test_bgr_cameras_are_swapped_back(tmp_path):
                                   "gripper_closedness_action": F.Scalar(dtype=np.float32)}),
         "is_first": F.Scalar(dtype=np.bool_), "is_last": F.Scalar(dtype=np.bool_)})})
     bgr = encode_jpeg(rgb[..., ::-1])
-    step = lambda i: {"observation": {"image": bgr, "hand_image": bgr, "robot_state": np.r_[np.zeros(12), 1, 0, 0].astype(np.float32),  # noqa: E731
+    depth = np.full((16, 16, 1), 0.75, np.float32)
+    step = lambda i: {"observation": {"image": bgr, "hand_image": bgr, "image_with_depth": depth, "robot_state": np.r_[np.zeros(12), 1, 0, 0].astype(np.float32),  # noqa: E731
                                       "natural_language_instruction": "x"},
                       "action": {"world_vector": np.zeros(3, np.float32), "rotation_delta": np.zeros(3, np.float32),
                                  "gripper_closedness_action": 0.0}, "is_first": i == 0, "is_last": i == 1}
@@ -173,6 +175,7 @@ def test_bgr_cameras_are_swapped_back(tmp_path):
     px = np.asarray(Image.open(io.BytesIO(ep.images["primary"][0])).convert("RGB")).astype(int)
     assert px[..., 0].mean() > 150 and px[..., 2].mean() < 50
     assert conv.datasets()[0].image_transform == "bgr_to_rgb"
+    assert (np.asarray(Image.open(io.BytesIO(ep.images["depth_primary"][0]))) == 750).all()  # not channel-swapped
 
 
 def test_bad_records_become_named_rejections(tmp_path):

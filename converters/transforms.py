@@ -14,6 +14,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from vlaflow.schemas.rotations import matrix_to_rotvec
+
 
 def _col(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
@@ -90,14 +92,38 @@ def relabel_from_state(x) -> np.ndarray:
 relabel_from_state.invalidates_last = True  # the pipeline marks the last action invalid
 
 
+def euler_to_rotvec(x, seq: str = "xyz") -> np.ndarray:
+    """Euler angles in any axis order → rotation vectors, with scipy's ``Rotation.from_euler`` semantics.
+
+    ``seq`` lowercase = extrinsic (fixed axes), uppercase = intrinsic; angle i turns about axis ``seq[i]``.
+    For sources that are not roll-pitch-yaw "xyz" (the only Euler order a spec's ``rotation:`` knows),
+    e.g. DLR EDAN's ``as_euler("zxy")``.
+    """
+    if len(seq) != 3 or not (seq.islower() or seq.isupper()) or set(seq.lower()) - set("xyz") \
+            or any(a == b for a, b in zip(seq.lower(), seq.lower()[1:])):
+        raise ValueError(f"euler_to_rotvec: seq must be 3 axes from xyz, all lower or all upper case, "
+                         f"no axis twice in a row; got {seq!r}")
+    e = np.asarray(x, dtype=np.float64).reshape(-1, 3)
+
+    def elementary(axis: str, a: np.ndarray) -> np.ndarray:
+        c, s = np.cos(a), np.sin(a)
+        m = np.zeros((len(a), 3, 3))
+        i = "xyz".index(axis)
+        j, k = (i + 1) % 3, (i + 2) % 3
+        m[:, i, i] = 1.0
+        m[:, j, j], m[:, j, k], m[:, k, j], m[:, k, k] = c, -s, s, c
+        return m
+
+    mats = [elementary(ax, e[:, n]) for n, ax in enumerate(seq.lower())]
+    # extrinsic: later rotations act from the left; intrinsic: from the right
+    r = mats[2] @ mats[1] @ mats[0] if seq.islower() else mats[0] @ mats[1] @ mats[2]
+    return matrix_to_rotvec(r)
 def pose_matrix_rotvec(x, order: str = "F") -> np.ndarray:
     """Flattened 4x4 homogeneous poses [T, 16] -> their orientation as rotation vectors [T, 3].
 
     ``order`` is how the 16 values run: "F" column-major (libfranka's O_T_EE, so deoxys-recorded
     Franka data), "C" row-major.
     """
-    from vlaflow.schemas.rotations import matrix_to_rotvec
-
     if order not in ("C", "F"):
         raise ValueError(f"pose_matrix_rotvec: order must be 'C' or 'F', got {order!r}")
     m = np.asarray(x, dtype=np.float64).reshape(-1, 4, 4)
@@ -117,7 +143,7 @@ def transform_table() -> Mapping[str, Callable[..., np.ndarray]]:
 
     fns = (binarize_gripper, rel2abs_gripper, invert_gripper, clip01, signed_to_unit, bool_to_float, scale,
            relabel_from_state, sim.osc_scale, sim.sign_gripper, sim.finger_opening, sim.clip_range, sim.next_step,
-           sim.maniskill3_ee_delta_rot, sim.norm_clip_scale, pose_matrix_rotvec)
+           sim.maniskill3_ee_delta_rot, sim.norm_clip_scale, euler_to_rotvec, pose_matrix_rotvec)
     return MappingProxyType({fn.__name__: fn for fn in fns})
 
 

@@ -48,6 +48,29 @@ def test_spec_fills_named_slots_and_rejects_bad_specs():
         spec_from_dict({"dataset": "x", "embodiment": "e", "action": [{"slot": "arm.jetpack", "key": "a"}]})
 
 
+def test_euler_to_rotvec_orders():
+    from vlaflow.converters.transforms import euler_to_rotvec, transform_table
+    from vlaflow.schemas.rotations import rotvec_to_matrix, to_rotvec
+
+    rng = np.random.default_rng(0)
+    e = rng.uniform(-1.2, 1.2, size=(5, 3))
+    # "xyz" extrinsic is the schema's euler_xyz (R = Rz·Ry·Rx)
+    np.testing.assert_allclose(euler_to_rotvec(e, seq="xyz"), to_rotvec(e, "euler_xyz"), atol=1e-6)
+    # a single angle turns about the axis it is named for, whatever its position in seq
+    np.testing.assert_allclose(euler_to_rotvec(np.array([[0.0, 0.0, 0.7]]), seq="zxy"), [[0.0, 0.7, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(euler_to_rotvec(np.array([[0.4, 0.0, 0.0]]), seq="zxy"), [[0.0, 0.0, 0.4]], atol=1e-12)
+    # extrinsic "zxy" = Ry(c)·Rx(b)·Rz(a); intrinsic "ZXY" = Rz(a)·Rx(b)·Ry(c)
+    a, b, c = 0.3, -0.5, 0.9
+    rz, rx, ry = (rotvec_to_matrix(np.array(v)) for v in ([0, 0, a], [b, 0, 0], [0, c, 0]))
+    got = rotvec_to_matrix(euler_to_rotvec(np.array([[a, b, c]]), seq="zxy"))[0]
+    np.testing.assert_allclose(got, ry @ rx @ rz, atol=1e-9)
+    got = rotvec_to_matrix(euler_to_rotvec(np.array([[a, b, c]]), seq="ZXY"))[0]
+    np.testing.assert_allclose(got, rz @ rx @ ry, atol=1e-9)
+    with pytest.raises(ValueError, match="seq"):
+        euler_to_rotvec(e, seq="xxy")
+    assert transform_table()["euler_to_rotvec"] is euler_to_rotvec
+
+
 def test_pose_matrix_rotvec_reads_column_and_row_major_poses():
     from vlaflow.converters.transforms import pose_matrix_rotvec, transform_table
     from vlaflow.schemas.rotations import rotvec_to_matrix

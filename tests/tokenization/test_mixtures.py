@@ -28,13 +28,18 @@ def test_magic_soup_covers_the_supported_open_x_manipulation_datasets():
     ds = openx_datasets()
     assert set(OXE_MAGIC_SOUP) <= set(ds)
     manip = {n for n, d in ds.items() if d["task_family"] == "manipulation"}
-    assert manip - set(OXE_MAGIC_SOUP) == {"droid"}  # droid joins in the _plus preset, as in OpenVLA
+    # fmb, dobbe and droid join in the _plus preset, as in OpenVLA; the Open-X bucket's outdated copy of Bridge
+    # ("bridge") is in neither: both stacks train on BridgeData V2 (bridge_dataset)
+    assert manip - set(OXE_MAGIC_SOUP) == {"fmb", "dobbe", "droid", "bridge"}
+    assert len(OXE_MAGIC_SOUP) == 25
     p = get_mixture("oxe_magic_soup").resolve(ds)
     assert set(p) == set(OXE_MAGIC_SOUP) and abs(sum(p.values()) - 1) < 1e-12
     assert p["taco_play"] / p["bridge_dataset"] == pytest.approx(2.0)
     assert p["language_table"] / p["bridge_dataset"] == pytest.approx(0.1)
     plus = get_mixture("oxe_magic_soup_plus").resolve(ds)
     assert plus["droid"] / plus["bridge_dataset"] == pytest.approx(0.06)
+    assert plus["nyu_franka_play_dataset_converted_externally_to_rlds"] / plus["bridge_dataset"] == pytest.approx(3.0)
+    assert len(plus) == 28
     assert "berkeley_gnm_recon" in get_mixture("oxe_flex").resolve(ds)
     with pytest.raises(InputError, match="presets: oxe_flex, oxe_magic_soup"):
         get_mixture("soup")

@@ -20,9 +20,9 @@ normalizing, like Octo's ``balance_weights`` — it samples datasets in proporti
 Presets (the Open-X weights are those of Octo's/OpenVLA's ``OXE_NAMED_MIXES``, restricted to the
 Open-X datasets vlaflow has specs for, ``converters/openx_rlds/specs/``):
 
-- ``oxe_magic_soup``: fractal20220817_data 0.54087122203, kuka 0.8341046294, bridge_dataset 1.0,
-  taco_play 2.0, jaco_play 1.0, berkeley_autolab_ur5 2.0, toto 1.0, language_table 0.1;
-- ``oxe_magic_soup_plus``: the above + droid 0.06 (OpenVLA);
+- ``oxe_magic_soup``: Octo's 25 datasets (``OXE_MAGIC_SOUP``: fractal20220817_data 0.54087122203, kuka
+  0.8341046294, bridge_dataset 1.0, taco_play 2.0, ..., language_table 0.1, nyu_franka_play 3.0);
+- ``oxe_magic_soup_plus``: the above + fmb 1.0, dobbe 0.2, droid 0.06 (OpenVLA);
 - ``oxe_flex``: the magic soup + berkeley_gnm_recon 1.0 (Octo's ``oxe_flex_act_soup`` has
   gnm_dataset 1.0, of which RECON is one part);
 - ``unified``: manipulation 0.6 (the magic soup plus weights inside, 1.0 for others, e.g. simulation
@@ -39,16 +39,35 @@ import numpy as np
 
 from vlaflow.schemas import InputError
 
-OXE_MAGIC_SOUP = {
+OXE_MAGIC_SOUP = {  # Octo's OXE_NAMED_MIXES["oxe_magic_soup"], by vlaflow's dataset names (the specs' `dataset`)
     "fractal20220817_data": 0.54087122203,
     "kuka": 0.8341046294,
     "bridge_dataset": 1.0,
     "taco_play": 2.0,
     "jaco_play": 1.0,
+    "berkeley_cable_routing": 1.0,
+    "roboturk": 2.0,
+    "nyu_door_opening_surprising_effectiveness": 1.0,
+    "viola": 2.0,
     "berkeley_autolab_ur5": 2.0,
     "toto": 1.0,
     "language_table": 0.1,
+    "stanford_hydra_dataset_converted_externally_to_rlds": 2.0,
+    "austin_buds_dataset_converted_externally_to_rlds": 1.0,
+    "nyu_franka_play_dataset_converted_externally_to_rlds": 3.0,
+    "furniture_bench_dataset_converted_externally_to_rlds": 0.1,
+    "ucsd_kitchen_dataset_converted_externally_to_rlds": 2.0,
+    "austin_sailor_dataset_converted_externally_to_rlds": 1.0,
+    "austin_sirius_dataset_converted_externally_to_rlds": 1.0,
+    "bc_z": 0.2,
+    "dlr_edan_shared_control_converted_externally_to_rlds": 1.0,
+    "iamlab_cmu_pickup_insert_converted_externally_to_rlds": 1.0,
+    "utaustin_mutex": 1.0,
+    "berkeley_fanuc_manipulation": 2.0,
+    "cmu_stretch": 1.0,
 }
+# OpenVLA's "oxe_magic_soup_plus" adds these to the soup.
+OXE_PLUS = {"fmb": 1.0, "dobbe": 0.2, "droid": 0.06}
 
 
 @dataclass(frozen=True)
@@ -116,11 +135,11 @@ class Mixture:
 PRESETS: dict[str, Mixture] = {
     "oxe_magic_soup": Mixture("oxe_magic_soup", dict(OXE_MAGIC_SOUP),
                               description="Octo/OpenVLA magic soup, vlaflow's Open-X datasets"),
-    "oxe_magic_soup_plus": Mixture("oxe_magic_soup_plus", {**OXE_MAGIC_SOUP, "droid": 0.06},
+    "oxe_magic_soup_plus": Mixture("oxe_magic_soup_plus", {**OXE_MAGIC_SOUP, **OXE_PLUS},
                                    description="OpenVLA's magic soup plus (adds DROID at 0.06)"),
     "oxe_flex": Mixture("oxe_flex", {**OXE_MAGIC_SOUP, "berkeley_gnm_recon": 1.0},
                         description="magic soup + navigation (Octo's oxe_flex_act_soup subset)"),
-    "unified": Mixture("unified", {**OXE_MAGIC_SOUP, "droid": 0.06},
+    "unified": Mixture("unified", {**OXE_MAGIC_SOUP, **OXE_PLUS},
                        families={"manipulation": 0.6, "navigation": 0.25, "egocentric": 0.1, "trajectory": 0.05},
                        default_weight=1.0, description="manipulation / navigation / egocentric / trajectory"),
     "uniform": Mixture("uniform", {}, default_weight=1.0, description="every dataset equally"),

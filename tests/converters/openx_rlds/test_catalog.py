@@ -18,7 +18,7 @@ from vlaflow.schemas import ACTION, STATE
 
 CATALOGS = catalogs()
 SPECS = builtin_specs()
-OIXE_MIX = ("fractal20220817_data", "kuka", "bridge_dataset", "taco_play", "jaco_play", "berkeley_cable_routing",
+OXE_MIX = ("fractal20220817_data", "kuka", "bridge_dataset", "taco_play", "jaco_play", "berkeley_cable_routing",
             "roboturk", "nyu_door_opening_surprising_effectiveness", "viola", "berkeley_autolab_ur5", "toto",
             "language_table", "stanford_hydra_dataset_converted_externally_to_rlds",
             "austin_buds_dataset_converted_externally_to_rlds", "nyu_franka_play_dataset_converted_externally_to_rlds",
@@ -106,3 +106,16 @@ def test_storage_folder_and_alias_names_resolve(tmp_path):
                                            cat.values), tmp_path / "b", episodes=1, steps=3)
     conv = OpenXRLDSConverter(str(root))
     assert conv.spec.dataset == "fractal20220817_data" and conv.datasets()[0].name == "fractal20220817_data"
+
+
+def test_the_training_mixture_has_specs_and_layouts():
+    """OpenVLA's oxe_magic_soup_plus: every dataset resolves to a built-in spec and a catalog layout."""
+    missing_spec = [n for n in OXE_MIX if n not in SPECS]
+    assert not missing_spec, f"no built-in spec for {missing_spec}"
+    missing_layout = [n for n in OXE_MIX
+                      if not any(x in CATALOGS for x in (SPECS[n].dataset, *SPECS[n].aliases))]
+    assert not missing_layout, f"no catalog layout for {missing_layout}"
+    from vlaflow.tokenization.sampling.mixtures import get_mixture
+
+    plus = get_mixture("oxe_magic_soup_plus").weights
+    assert {SPECS[n].dataset for n in OXE_MIX} == set(plus)  # the preset names the specs' own dataset names

@@ -393,11 +393,13 @@ def _pending(stage: FeaturesStage) -> list[Task]:
 class FeatureReader:
     """Attaches features to step rows for training without touching image bytes: a shard's or an episode's rows
     zipped with the same rows of ``features/<key>/`` (episode_id and step_index checked equal, and the source
-    shard's sha256 in the corpus equal to the one the features were computed from)."""
+    shard's sha256 in the corpus equal to the one the features were computed from). ``verify=True`` also hashes
+    each shard and features file once (catches a file rewritten behind the manifests)."""
 
     PREFIX = "features."
 
-    def __init__(self, root: str, encoder_key: str):
+    def __init__(self, root: str, encoder_key: str, verify: bool = False):
+        self.verify, self._verified = verify, set()
         self.corpus = Corpus.open(root)
         self.out = self.corpus.roots[0].out
         self.key = safe_component(encoder_key)
@@ -416,6 +418,12 @@ class FeatureReader:
         if self._source_sha.get(shard_rel) != ent["source_sha256"]:
             raise InputError(f"shard {shard_rel}: it changed since its features were computed (sha256 differs); "
                              "recompute the features")
+        if self.verify and shard_rel not in self._verified:
+            for rel, want in ((shard_rel, ent["source_sha256"]), (ent["path"], ent["sha256"])):
+                if self.out.sha256(rel) != want:
+                    raise InputError(f"{rel}: its sha256 differs from the manifest's; it changed since its features "
+                                     "were computed")
+            self._verified.add(shard_rel)
         return ent
 
     def _zip(self, steps: pa.Table, feats: pa.Table, where: str) -> pa.Table:

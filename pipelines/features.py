@@ -306,7 +306,8 @@ def _check_folder(out: Output, key: str, plan: dict, encoder: str) -> None:
         old = {"features_version": doc.get("features_version"), "source_manifest_sha256":
                doc.get("source_manifest_sha256"), "encoder": doc.get("encoder_fingerprint", doc.get("encoder"))}
         if old["encoder"] != plan["encoder"]:
-            was = doc.get("encoder_id") or (doc.get("encoder") or {}).get("model_class", "another encoder")
+            e = old["encoder"] or {}
+            was = f"{doc.get('encoder_id', e.get('model_class', '?'))}, tokens={e.get('tokens')}, dtype={e.get('dtype')}"
             raise InputError(f"{out.uri}/{fdir} holds features of another encoder or settings ({was}); "
                              f"{encoder} with these settings would mix them: delete the folder or pass --key NAME")
         if old != plan:

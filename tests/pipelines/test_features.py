@@ -229,3 +229,46 @@ def test_cli_one_line_errors(corpora, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "nobody/no-such-encoder" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["features", str(tmp_path), "--encoder", "x/y", "--executor", "local"])
     assert r.exit_code == 2 and "not a vlaflow ingest output" in r.output
+
+
+def _family_input(family: str, tmp: Path):
+    shared = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
+    if family == "rlds":
+        p = shared / "rlds/octo_bridge_debug/bridge_dataset/1.0.0"
+        return ("openx_rlds", p, {}) if p.exists() else None
+    if family == "sim":
+        p = shared / "sim/generated_robomimic_lift_replay/lift_replay_robomimic_64px.hdf5"
+        return ("robomimic", p, {"storage": "mp4"}) if p.exists() else None
+    if family == "vln_frames":
+        spec = importlib.util.spec_from_file_location("vln_conf", Path(__file__).parents[1] / "converters/vln/conftest.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        (tmp / "vln").mkdir()
+        mod.make_frames_folder(tmp / "vln", episodes=2)
+        return "vln_frames", tmp / "vln", {}
+    from vlaflow.converters.ego.egodex_synth import write_egodex_episode
+
+    write_egodex_episode(tmp / "ego/part1/fold_towel", 0, n_frames=15)
+    return "egodex", tmp / "ego", {"storage": "mp4"}
+
+
+@pytest.mark.parametrize("family", ["rlds", "sim", "vln_frames", "egodex"])
+def test_every_source_family(family, tmp_path, models):
+    """One output of each family (real RLDS fixture, sim replay and egocentric video as MP4 storage, VLN frames)."""
+    found = _family_input(family, tmp_path)
+    if found is None:
+        pytest.skip(f"{family}: shared fixture not found")
+    conv, inp, opts = found
+    out = tmp_path / "out"
+    run_ingest(IngestConfig(conv, str(inp), str(out), ConverterOptions(extra=opts), executor="local"))
+    res = run_features(str(out), models["sig"], executor="local")
+    led = res.ledger
+    assert led["balanced"] and led["failed"] == 0 and led["frames_in"] > 0
+    fr = FeatureReader(str(out), "sig", verify=True)
+    for ent in res.manifest["shards"]:
+        t = fr.shard(ent["source"], columns=["episode_id", "step_index"])
+        for role in ent["roles"]:
+            feats, mask = fr.arrays(t, role)
+            assert mask.any() and np.isfinite(feats).all() and np.abs(feats[mask]).sum(1).min() > 0
+    if opts.get("storage") == "mp4":
+        assert list(out.glob("videos/**/*.mp4"))

@@ -156,6 +156,8 @@ def load_vision_encoder(id_or_path: str = DEFAULT_ENCODER, tokens: int = 0, dtyp
         raise InputError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
     if tokens < 0:
         raise InputError(f"--tokens must be >= 0, got {tokens}")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise InputError(f"encoder {id_or_path}: device {device!r} asked (--num-gpus) but torch sees no CUDA device")
     folder, rev = resolve_encoder_dir(id_or_path, revision)
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)

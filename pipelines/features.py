@@ -337,6 +337,11 @@ def run_features(root: str, encoder: str, tokens: int = 0, batch_size: int = 32,
     if not entries:
         raise InputError(f"{root}: the corpus has no shards")
     device = "cuda" if num_gpus else "cpu"
+    if num_gpus and executor == "local":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--num-gpus with --executor local, but torch sees no CUDA device in this process")
     probe = load_vision_encoder(encoder, tokens=tokens, dtype=dtype, device="cpu")  # one-line errors before any work
     info = probe.info
     if device != "cpu":

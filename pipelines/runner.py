@@ -263,7 +263,11 @@ def _actor_pool(stage: PooledStage, tasks: list[Task], actor_name: str | None):
     import numpy as np
     import ray
 
-    size = min(pool_size(stage, ray.cluster_resources()), len(tasks))
+    resources = ray.cluster_resources()
+    if stage.num_gpus_per_worker > resources.get("GPU", 0):
+        raise InputError(f"{stage.name}: {stage.num_gpus_per_worker:g} GPU(s) per worker asked, the Ray cluster has "
+                         f"{resources.get('GPU', 0):g}")
+    size = min(pool_size(stage, resources), len(tasks))
     by_id = {t.id: t for t in tasks}
 
     class TaskActor:

@@ -229,6 +229,10 @@ def test_cli_one_line_errors(corpora, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "nobody/no-such-encoder" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["features", str(tmp_path), "--encoder", "x/y", "--executor", "local"])
     assert r.exit_code == 2 and "not a vlaflow ingest output" in r.output
+    if not torch.cuda.is_available():
+        r = CliRunner().invoke(app, ["features", str(corpora["images"]), "--encoder", "x/y", "--executor", "local",
+                                     "--num-gpus", "1"])
+        assert r.exit_code == 2 and "no CUDA device" in r.output and "Traceback" not in r.output
 
 
 def _family_input(family: str, tmp: Path):

@@ -296,7 +296,8 @@ def features(output: str = typer.Argument(..., help="a corpus root (folder or UR
                   f"D={m['dim']}{tok}, "
                   f"{m['dtype']}, {m['totals']['bytes'] / 1e6:.2f} MB; frames {led['frames_in']} in = "
                   f"{led['encoded']} encoded + {led['deduplicated']} deduplicated + {led['failed']} failed; "
-                  f"{res.shards_skipped} of {res.shards_total} shard(s) already done; {res.seconds:.1f} s on {res.where}")
+                  f"{res.shards_skipped} of {res.shards_total} shard(s) already done; {res.seconds:.1f} s"
+                  + (f" on {res.where}" if res.shards_skipped < res.shards_total else ""))
     for code, n in led["by_reason"].items():
         console.print(f"[yellow]failed[/] {n} × {code} (see {res.path}/quarantine.jsonl)")
     if not led["balanced"]:

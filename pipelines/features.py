@@ -125,8 +125,10 @@ def _content_key(kind: bytes, data) -> bytes:
 
 
 def encode_shard(root_uri: str, shard_rel: str, out_rel: str, encoder, batch_size: int, dtype: str, tokens: int,
-                 progress: ProgressFn | None = None) -> dict:
-    """Features of one shard written whole (temp name, then rename) to ``out_rel``; returns its marker."""
+                 progress: ProgressFn | None = None, declared: tuple = ()) -> dict:
+    """Features of one shard written whole (temp name, then rename) to ``out_rel``; returns its marker. Columns for
+    every role holding a frame in the shard and every role its dataset declares (``declared``: the same columns in
+    every shard of a dataset, all-masked where a shard has no frame for one)."""
     from vlaflow.media import FrameReader, decode_rgb
 
     out = Output(root_uri)
@@ -185,7 +187,7 @@ def encode_shard(root_uri: str, shard_rel: str, out_rel: str, encoder, batch_siz
             if progress:
                 progress(0, n)
         enc.flush()
-        roles = [r for r in roles if r in seen]
+        roles = [r for r in roles if r in seen or r in declared]
         fields = [pa.field(Col.EPISODE_ID, pa.string()), pa.field(Col.STEP_INDEX, pa.int32())]
         for r in roles:
             fields.append(pa.field(r, feature_type(dim, dtype)))
@@ -250,6 +252,7 @@ class FeaturesStage(PooledStage):
     batch_size: int
     shards: list[str]
     fingerprint: dict  # the driver's EncoderInfo.fingerprint(): a worker that loads something else refuses
+    declared: list = field(default_factory=list)  # per shard: the camera roles its dataset declares
     device: str = "cpu"
     pool_size: int | None = None
     num_cpus_per_worker: float = 1
@@ -277,7 +280,8 @@ class FeaturesStage(PooledStage):
     def run_pooled(self, worker, task: Task, progress: ProgressFn) -> dict:
         shard = self.shards[task.id]
         return encode_shard(self.output_uri, shard, features_path(self.key, shard), worker, self.batch_size,
-                            self.dtype, self.tokens, progress)
+                            self.dtype, self.tokens, progress,
+                            tuple(self.declared[task.id]) if self.declared else ())
 
 
 @dataclass
@@ -353,8 +357,10 @@ def run_features(root: str, encoder: str, tokens: int = 0, batch_size: int = 32,
     plan_rel = posixpath.join(features_dir(key), "_work", "plan.json")
     if not out.exists(plan_rel):
         out.write_json(plan_rel, {**plan, "encoder_id": encoder})
+    cams = {n: sorted((d.get("cameras") or {})) for n, d in croot.manifest.datasets.items()}
     stage = FeaturesStage(croot.uri, key, encoder, tokens, dtype, batch_size, [s.path for s in entries],
-                          info.fingerprint(), device, pool_size, 1, num_gpus)
+                          info.fingerprint(), [cams.get(s.dataset, []) for s in entries], device, pool_size, 1,
+                          num_gpus)
     ex = make_executor(executor, num_cpus)
     skipped = len(stage.tasks()) - len(_pending(stage))
     markers = run_stage(stage, ex, on_progress)

@@ -201,7 +201,7 @@ def test_the_encoder_loads_once_per_actor_not_per_task(ray_local, tmp_path, mode
     shards = [s.path for s in Corpus.open(str(out)).roots[0].manifest.shard_entries()]
     assert len(shards) >= 2
     fp = load_vision_encoder(models["sig"]).info.fingerprint()
-    stage = CountingStage(str(out), "sig", models["sig"], 0, "float16", 8, shards, fp)
+    stage = CountingStage(str(out), "sig", models["sig"], 0, "float16", 8, shards, fp)  # no declared roles
     markers = run_stage(stage, RayExecutor())
     assert len(markers) == len(shards) and all((out / m["path"]).exists() for m in markers)
     assert len(list(loads.iterdir())) == 1  # 2 CPUs: a pool of one actor (a CPU left free), loaded once
@@ -276,3 +276,20 @@ def test_every_source_family(family, tmp_path, models):
             assert mask.any() and np.isfinite(feats).all() and np.abs(feats[mask]).sum(1).min() > 0
     if opts.get("storage") == "mp4":
         assert list(out.glob("videos/**/*.mp4"))
+
+
+def test_declared_cameras_get_columns_in_every_shard(corpora, models, tmp_path):
+    """A camera the dataset declares but a shard has no frame for: all-null, all-masked columns, same schema."""
+    from vlaflow.models import load_vision_encoder
+    from vlaflow.pipelines.features import encode_shard
+
+    out = corpora["images"]
+    shard = str(sorted(out.glob("data/**/*.parquet"))[0].relative_to(out))
+    enc = load_vision_encoder(models["sig"])
+    m = encode_shard(str(out), shard, "scratch/declared.parquet", enc, 4, "float16", 0, declared=("primary", "wrist_left"))
+    t = pq.read_table(out / "scratch/declared.parquet")
+    assert m["roles"] == ["primary", "secondary", "tertiary", "wrist", "wrist_left"]
+    assert t["wrist_left"].null_count == t.num_rows and not any(t["wrist_left_mask"].to_pylist())
+    assert all(t["primary_mask"].to_pylist())
+    m2 = encode_shard(str(out), shard, "scratch/seen.parquet", enc, 4, "float16", 0)
+    assert m2["roles"] == ["primary", "secondary", "tertiary", "wrist"]

@@ -293,3 +293,21 @@ def test_declared_cameras_get_columns_in_every_shard(corpora, models, tmp_path):
     assert all(t["primary_mask"].to_pylist())
     m2 = encode_shard(str(out), shard, "scratch/seen.parquet", enc, 4, "float16", 0)
     assert m2["roles"] == ["primary", "secondary", "tertiary", "wrist"]
+
+
+def test_an_undecodable_video_is_recorded_not_fatal(tmp_path, models):
+    out = _ingest(tmp_path, "badmp4", storage="mp4")
+    mp4 = sorted(out.glob("videos/**/*.primary.mp4"))[0]
+    mp4.write_bytes(mp4.read_bytes()[:200])  # truncated: the file no longer opens
+    res = run_features(str(out), models["sig"], executor="local")
+    led = res.ledger
+    assert led["balanced"] and led["failed"] > 0 and set(led["by_reason"]) == {"undecodable_video"}
+    q = [json.loads(x) for x in (out / "features/sig/quarantine.jsonl").read_text().splitlines()]
+    assert len(q) == led["failed"] and {x["role"] for x in q} == {"primary"}
+    assert all(str(mp4.relative_to(out)) in x["message"] for x in q)
+    failed = {(x["episode_id"], x["step_index"]) for x in q}
+    for ent in res.manifest["shards"]:
+        ft = pq.read_table(out / ent["path"])
+        for ep, st, m, w in zip(ft["episode_id"].to_pylist(), ft["step_index"].to_pylist(),
+                                ft["primary_mask"].to_pylist(), ft["wrist_mask"].to_pylist()):
+            assert m == ((ep, st) not in failed) and w  # the other cameras of those steps are still encoded

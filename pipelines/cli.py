@@ -269,6 +269,42 @@ def stats(output: str = typer.Argument(..., help="a corpus root (folder or URI) 
     console.print(f"{len(doc['groups'])} group(s), {doc['rows']} rows; {how} in {result.seconds:.2f} s")
 
 
+@app.command()
+def features(output: str = typer.Argument(..., help="a corpus root (folder or URI)"),
+             encoder: str = typer.Option("google/siglip-base-patch16-224", help="Hub id (from the local cache) "
+                                         "or a local folder saved with save_pretrained"),
+             tokens: int = typer.Option(0, help="also store k patch tokens per frame (adaptive-avg-pooled)"),
+             batch_size: int = typer.Option(32, help="frames per encoder forward"),
+             dtype: str = typer.Option("float16", help="storage dtype: float16 or bfloat16"),
+             executor: str = typer.Option("ray", help="ray (an actor pool) or local (this process, same bytes)"),
+             num_gpus: float = typer.Option(0, help="GPUs per encoder actor (0: CPU)"),
+             num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance"),
+             key: str | None = typer.Option(None, help="folder name under OUT/features/ (default: the encoder's "
+                                            "last path component)")) -> None:
+    """Encode every frame once with a frozen vision encoder: OUT/features/<key>/, shards aligned with data/."""
+    from .features import run_features
+
+    try:
+        res = run_features(output, encoder, tokens=tokens, batch_size=batch_size, dtype=dtype, executor=executor,
+                           num_gpus=num_gpus, num_cpus=num_cpus, key=key)
+        _disconnect_ray()
+    except (VlaflowError, OSError) as err:
+        _fail(err)
+    led, m = res.ledger, res.manifest
+    tok = f", {m['tokens']} tokens" if m["tokens"] else ""
+    console.print(f"features → {res.path}: {m['totals']['shards']} shard(s), {m['totals']['rows']} rows, "
+                  f"D={m['dim']}{tok}, "
+                  f"{m['dtype']}, {m['totals']['bytes'] / 1e6:.2f} MB; frames {led['frames_in']} in = "
+                  f"{led['encoded']} encoded + {led['deduplicated']} deduplicated + {led['failed']} failed; "
+                  f"{res.shards_skipped} of {res.shards_total} shard(s) already done; {res.seconds:.1f} s"
+                  + (f" on {res.where}" if res.shards_skipped < res.shards_total else ""))
+    for code, n in led["by_reason"].items():
+        console.print(f"[yellow]failed[/] {n} × {code} (see {res.path}/quarantine.jsonl)")
+    if not led["balanced"]:
+        console.print("[bold red]features ledger does not balance[/]")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

@@ -18,6 +18,7 @@ EPISODES = "meta/episodes.parquet"
 DATASETS_DIR = "meta/datasets"
 STATS = "meta/stats.json"
 STATS_PARTIALS = "meta/stats"  # mergeable per-(dataset, embodiment) partials beside stats.json
+FEATURES_DIR = "features"  # features/<encoder-key>/: frozen-encoder features, shards aligned 1:1 with data/
 
 FILES_PER_FOLDER = 1000  # Hub limit is 10k per folder; LeRobot uses 1000
 DEFAULT_TARGET_SHARD_MB = 256  # shards are packed by source bytes to about this size
@@ -83,3 +84,12 @@ def embodiment_file(dataset: str, embodiment: str) -> str:
 
 def spec_file(dataset: str) -> str:
     return posixpath.join(dataset_dir(dataset), "spec.yaml")
+
+
+def features_dir(key: str) -> str:
+    return posixpath.join(FEATURES_DIR, safe_component(key))
+
+
+def features_path(key: str, shard_rel: str) -> str:
+    """``data/<ds>/.../shard-00000.parquet`` → ``features/<key>/data/<ds>/.../shard-00000.parquet`` (same rows)."""
+    return posixpath.join(features_dir(key), shard_rel)

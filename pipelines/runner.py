@@ -7,7 +7,9 @@ alone, so a resumed run finishes exactly as an uninterrupted one.
 
 Two executors run the pending tasks: ``LocalExecutor`` in this process (tests, small inputs, debugging)
 and ``RayExecutor`` (one Ray Data read task per stage task: each task streams its own work and yields one
-small row, so memory stays flat however large a task's output). Both write the same bytes.
+small row, so memory stays flat however large a task's output). Both write the same bytes. A
+``PooledStage`` (a model per worker) runs on Ray as an actor pool instead: the model is loaded once per
+actor, never per task.
 """
 from __future__ import annotations
 
@@ -52,8 +54,28 @@ class Stage(abc.ABC):
         return out.exists(task.marker)
 
 
-def execute(stage: Stage, task: Task, progress: ProgressFn) -> dict:
-    marker = stage.run_task(task, progress)
+class PooledStage(Stage):
+    """A stage whose tasks share an expensive per-worker state (a model): ``load_worker`` runs once per worker
+    (a Ray actor of a pool, or once in this process), then ``run_pooled`` runs whole tasks with it."""
+
+    pool_size: int | None = None  # actors; None: every CPU but one (at least 1), or one per GPU group
+    num_cpus_per_worker: float = 1
+    num_gpus_per_worker: float = 0
+
+    @abc.abstractmethod
+    def load_worker(self):
+        """The per-worker state (e.g. a loaded encoder)."""
+
+    @abc.abstractmethod
+    def run_pooled(self, worker, task: Task, progress: ProgressFn) -> dict:
+        """``run_task`` with the worker's state; returns the marker."""
+
+    def run_task(self, task: Task, progress: ProgressFn) -> dict:
+        return self.run_pooled(self.load_worker(), task, progress)
+
+
+def execute(stage: Stage, task: Task, progress: ProgressFn, worker=None) -> dict:
+    marker = stage.run_pooled(worker, task, progress) if worker is not None else stage.run_task(task, progress)
     Output(stage.output_uri).write_json(task.marker, marker)  # last: its presence means the task is done
     return marker
 
@@ -89,8 +111,9 @@ class LocalExecutor:
             counts[0] += episodes
             counts[1] += steps
 
+        worker = stage.load_worker() if isinstance(stage, PooledStage) else None  # once, not per task
         for i, t in enumerate(tasks):
-            execute(stage, t, progress)
+            execute(stage, t, progress, worker)
             if on_progress:
                 on_progress(counts[0], counts[1], i + 1, len(tasks))
 
@@ -117,8 +140,11 @@ class RayExecutor:
         configure_data_context()
         actor_name = f"vlaflow-progress-{uuid.uuid4().hex[:8]}"
         actor = _progress_actor(actor_name) if on_progress else None
-        ds = ray.data.read_datasource(_task_source(stage, tasks, actor_name if actor else None),
-                                      override_num_blocks=len(tasks), num_cpus=1)
+        if isinstance(stage, PooledStage):
+            ds = _actor_pool(stage, tasks, actor_name if actor else None)
+        else:
+            ds = ray.data.read_datasource(_task_source(stage, tasks, actor_name if actor else None),
+                                          override_num_blocks=len(tasks), num_cpus=1)
         done: list[dict] = []
         error: list[BaseException] = []
 
@@ -218,6 +244,48 @@ class _ActorProgress:
             self.actor.add.remote(*self.pending)
             self.pending = [0, 0]
             self.last = time.monotonic()
+
+
+def pool_size(stage: PooledStage, resources: dict) -> int:
+    """Actors in the pool: one per GPU group when GPUs are asked for; on CPU never every CPU (a read or the
+    driver's tasks would starve, ray#44687): at most CPUs - 1, at least 1; and never more than the tasks."""
+    if stage.pool_size:
+        return max(1, stage.pool_size)
+    if stage.num_gpus_per_worker:
+        return max(1, int(resources.get("GPU", 0) // stage.num_gpus_per_worker))
+    cpus = int(resources.get("CPU", 1))
+    return max(1, int((cpus - 1) // max(stage.num_cpus_per_worker, 1)))
+
+
+def _actor_pool(stage: PooledStage, tasks: list[Task], actor_name: str | None):
+    """``from_items(tasks).map_batches(TaskActor, ActorPoolStrategy)``: the worker state is loaded once per actor
+    in ``__init__``, each row is one whole task, and only its small result row leaves the actor."""
+    import numpy as np
+    import ray
+
+    resources = ray.cluster_resources()
+    if stage.num_gpus_per_worker > resources.get("GPU", 0):
+        raise InputError(f"{stage.name}: {stage.num_gpus_per_worker:g} GPU(s) per worker asked, the Ray cluster has "
+                         f"{resources.get('GPU', 0):g}")
+    size = min(pool_size(stage, resources), len(tasks))
+    by_id = {t.id: t for t in tasks}
+
+    class TaskActor:
+        def __init__(self):
+            self.worker = stage.load_worker()
+
+        def __call__(self, batch: dict) -> dict:
+            done = []
+            for tid in batch["task"]:
+                progress = _ActorProgress(actor_name)
+                execute(stage, by_id[int(tid)], progress, self.worker)
+                progress(0, 0, force=True)
+                done.append(int(tid))
+            return {"task": np.asarray(done, np.int64)}
+
+    ds = ray.data.from_items([{"task": t.id} for t in tasks], override_num_blocks=len(tasks))
+    return ds.map_batches(TaskActor, compute=ray.data.ActorPoolStrategy(size=size), batch_size=1,
+                          num_cpus=stage.num_cpus_per_worker, num_gpus=stage.num_gpus_per_worker or None)
 
 
 def _task_source(stage: Stage, tasks: list[Task], actor_name: str | None):

@@ -68,19 +68,23 @@ class IngestResult:
 _CONVERTERS: dict[tuple, Converter] = {}
 
 
+def open_converter(name: str, input_path: str, options: ConverterOptions) -> Converter:
+    """A fresh converter on the input as it is now; it also serves this process's tasks (``converter_for``)."""
+    cls = load_converter(name)
+    try:
+        conv = cls(input_path, options)
+    except VlaflowError:
+        raise
+    except Exception as err:  # an input the converter never expected: one line, not a traceback
+        raise InputError(f"converter {name} cannot open {input_path}: {type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:300] if str(err) else ''}") from err
+    _CONVERTERS[(name, input_path, repr(options))] = conv
+    return conv
+
+
 def converter_for(name: str, input_path: str, options: ConverterOptions) -> Converter:
     """One converter per worker process (opening a builder dir parses its features once)."""
-    key = (name, input_path, repr(options))
-    if key not in _CONVERTERS:
-        cls = load_converter(name)
-        try:
-            _CONVERTERS[key] = cls(input_path, options)
-        except VlaflowError:
-            raise
-        except Exception as err:  # an input the converter never expected: one line, not a traceback
-            raise InputError(f"converter {name} cannot open {input_path}: {type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:300] if str(err) else ''}") from err
-    return _CONVERTERS[key]
+    return _CONVERTERS.get((name, input_path, repr(options))) or open_converter(name, input_path, options)
 
 
 def _nbytes(ep: Episode) -> int:
@@ -270,7 +274,7 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         cfg.converter = sniff_converter(cfg.input)
     executor = make_executor(cfg.executor, cfg.num_cpus)
     FrameStorage.from_options(cfg.options.extra)  # a bad storage option fails here, in one line
-    conv = converter_for(cfg.converter, cfg.input, cfg.options)
+    conv = open_converter(cfg.converter, cfg.input, cfg.options)
     infos = conv.datasets()
     if len(infos) != 1:
         raise InputError(f"converter {cfg.converter} reported {len(infos)} datasets; one per ingest")

@@ -30,6 +30,7 @@ from vlaflow.tokenization.statistics.spec import STATS_VERSION, StatsSpec
 
 from .corpus import Corpus, CorpusRoot
 from .layout import MANIFEST, STATS, STATS_PARTIALS
+from .lock import RunLock
 from .metadata import JsonRecord
 from .runner import ProgressFn, Stage, Task, make_executor, run_stage
 from .storage import Output
@@ -197,9 +198,14 @@ def current_partials(root: CorpusRoot, spec: StatsSpec, splits) -> tuple[StatsAc
 def root_stats(root: CorpusRoot, spec: StatsSpec, splits, executor, force: bool = False,
                on_progress=None) -> tuple[dict, bool]:
     """``OUT/meta/stats.json`` and the partials beside it: read back when current, else computed into the root."""
-    out = root.out
     if not force and (hit := current_partials(root, spec, splits)) is not None:
         return hit[1], True
+    with RunLock(root.uri, "vlaflow stats"):
+        return _compute_root(root, spec, splits, executor, on_progress), False
+
+
+def _compute_root(root: CorpusRoot, spec: StatsSpec, splits, executor, on_progress) -> dict:
+    out = root.out
     manifest_bytes = out.read_bytes(MANIFEST)
     key = cache_key(manifest_bytes, spec, splits)
     shards = _selected_shards(root, splits)
@@ -212,7 +218,7 @@ def root_stats(root: CorpusRoot, spec: StatsSpec, splits, executor, force: bool 
                            partials_sha256=hashlib.sha256(raw).hexdigest()).to_json()
     out.write_json(STATS, doc)  # last: the document is current
     _delete_tree(out, posixpath.dirname(stage.work_dir()))
-    return doc, False
+    return doc
 
 
 def _delete_tree(out: Output, rel: str) -> None:

@@ -39,7 +39,8 @@ def ingest(
     target_shard_mb: float = typer.Option(256, help="target shard size in MB (packed by source bytes)"),
     num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance"),
     verify_images: bool = typer.Option(False, help="fully decode every image (slower)"),
-    executor: str = typer.Option("ray", help="ray (local or RAY_ADDRESS cluster) or local (this process, same bytes)"),
+    executor: str = typer.Option("auto", help="auto (this process below 64 MB of input unless RAY_ADDRESS is set, else "
+                                              "Ray), ray (local or RAY_ADDRESS cluster) or local (same bytes)"),
     opt: list[str] = typer.Option([], help="converter option KEY=VALUE (repeatable), e.g. trust_pickle=true"),
     connectivity: str | None = typer.Option(None, help="VLN graph folder (r2r/rxr); same as --opt connectivity=DIR"),
     frames_root: str | None = typer.Option(None, help="epic_kitchens: folder of <video_id>/frame_%010d.jpg; "
@@ -226,7 +227,8 @@ def stats(output: str = typer.Argument(..., help="a corpus root (folder or URI) 
           k: int = typer.Option(2048, help="KLL sketch size (rank error about 2.3/k^0.97)"),
           force: bool = typer.Option(False, help="recompute even when meta/stats.json is current"),
           num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance"),
-          executor: str = typer.Option("ray", help="ray or local (this process, same bytes)")) -> None:
+          executor: str = typer.Option("auto", help="auto (this process below 64 MB of shards unless RAY_ADDRESS "
+                                                    "is set), ray or local (same bytes)")) -> None:
     """Per-(dataset, embodiment) statistics and quantiles, and per embodiment merged across datasets."""
     from vlaflow.schemas import InputError
     from vlaflow.tokenization.statistics.spec import StatsSpec

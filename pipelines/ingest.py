@@ -274,7 +274,7 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         raise InputError(f"--target-shard-mb must be positive, got {cfg.target_shard_mb}")
     if cfg.converter == "auto":
         cfg.converter = sniff_converter(cfg.input)
-    executor = make_executor(cfg.executor, cfg.num_cpus)
+    make_executor(cfg.executor)  # a bad --executor fails here, before any work
     FrameStorage.from_options(cfg.options.extra)  # a bad storage option fails here, in one line
     conv = open_converter(cfg.converter, cfg.input, cfg.options)
     infos = conv.datasets()
@@ -291,6 +291,7 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         target = small
         units = conv.work_units(target)
     groups = pack(units, info.name, target)
+    executor = make_executor(cfg.executor, cfg.num_cpus, sum(u.nbytes for u in units))
     lock = RunLock(cfg.output, f"vlaflow ingest --converter {cfg.converter} --input {cfg.input}").acquire()
     try:
         return _plan(cfg, conv, info, groups, executor, lock)

@@ -271,7 +271,7 @@ def run_stats(path: str, spec: StatsSpec | None = None, splits: list[str] | None
     t0 = time.perf_counter()
     spec = spec or StatsSpec()
     corpus = Corpus.open(path)
-    ex = make_executor(executor, num_cpus)
+    ex = make_executor(executor, num_cpus, sum(sh.bytes for _, sh in corpus.shards()))
     if len(corpus.roots) == 1 and corpus.roots[0].uri == path:
         root = corpus.roots[0]
         doc, cached = root_stats(root, spec, splits, ex, force, on_progress)

@@ -11,13 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .arrow import fixed_to_numpy, trajectory_to_numpy
-from .columns import TASK_FAMILIES, Col
+from .columns import CONVERSATION_ROLES, IMAGE_PLACEHOLDER, TASK_FAMILIES, VISION_LANGUAGE, VL_IMAGE_ROLES, Col
 from .slots import ACTION, STATE, TRAJECTORY, Layout
 
 INVARIANT = "invariant_violation"
 NON_FINITE = "non_finite_value"
+UNKNOWN_ROLE = "unknown_role"
+PLACEHOLDER_MISMATCH = "placeholder_mismatch"
+NON_UTF8 = "non_utf8_text"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,77 @@ def task_family(values) -> list[Problem]:
     return [Problem(INVARIANT, f"task_family values {bad} not in {TASK_FAMILIES}")] if bad else []
 
 
+def _strings(arr: pa.Array) -> np.ndarray:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr.to_numpy(zero_copy_only=False).astype(object)
+
+
+def vl_image_counts(table: pa.Table) -> np.ndarray:
+    """Images per row in the vision-language roles, stored as bytes or as video frames."""
+    count = np.zeros(table.num_rows, np.int64)
+    for col in (Col.IMAGES, Col.VIDEOS):
+        if col not in table.column_names:
+            continue
+        arr = table[col].combine_chunks()
+        parent = arr.is_valid().to_numpy(zero_copy_only=False)
+        for role in VL_IMAGE_ROLES:
+            count += parent & arr.field(role).is_valid().to_numpy(zero_copy_only=False)
+    return count
+
+
+def conversation_values(ids: np.ndarray, families: np.ndarray, conversation: pa.Array, image_counts: np.ndarray,
+                        action_used: np.ndarray, state_used: np.ndarray, trajectory_present: np.ndarray
+                        ) -> list[Problem]:
+    """Vision-language rows carry a conversation and nothing to act on; no other row has one. A conversation has
+    turns of the known roles, valid UTF-8 text, at least one non-empty assistant turn, and exactly as many image
+    placeholders as the row has images."""
+    problems = []
+
+    def first(rows: np.ndarray) -> str:
+        r = int(np.nonzero(rows)[0][0])
+        return f"episode {ids[r]} step row {r}"
+
+    vl = families == VISION_LANGUAGE
+    has = conversation.is_valid().to_numpy(zero_copy_only=False)
+    for rows, what in ((has & ~vl, "conversation set on a row that is not vision_language"),
+                       (vl & ~has, "vision_language row without a conversation"),
+                       (vl & action_used, "vision_language row with action slots (it has no action)"),
+                       (vl & state_used, "vision_language row with state slots (it has no body)"),
+                       (vl & trajectory_present, "vision_language row with a trajectory target")):
+        if rows.any():
+            problems.append(Problem(INVARIANT, f"{what}: {first(rows)}"))
+    if not has.any():
+        return problems
+    lengths = conversation.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    parent = np.repeat(np.arange(len(conversation)), lengths)
+    turns = conversation.flatten()
+    texts = turns.field("text")
+    try:
+        texts.validate(full=True)
+    except pa.ArrowInvalid as err:
+        return problems + [Problem(NON_UTF8, f"conversation text is not valid UTF-8 ({err})")]
+    roles = _strings(turns.field("role"))
+    bad = ~np.isin(roles, CONVERSATION_ROLES)
+    if bad.any():
+        problems.append(Problem(UNKNOWN_ROLE, f"conversation role {roles[bad][0]!r} not in {CONVERSATION_ROLES}: "
+                                              f"{first(np.isin(np.arange(len(has)), parent[bad]))}"))
+    n = len(has)
+    answered = np.bincount(parent[(roles == "assistant") & (pc.utf8_length(texts).to_numpy(zero_copy_only=False) > 0)],
+                           minlength=n)
+    if np.any(has & (answered == 0)):
+        problems.append(Problem(INVARIANT, f"conversation without a non-empty assistant turn: "
+                                           f"{first(has & (answered == 0))}"))
+    placeholders = np.bincount(parent, weights=pc.count_substring(texts, IMAGE_PLACEHOLDER).to_numpy(
+        zero_copy_only=False), minlength=n).astype(np.int64)
+    off = has & (placeholders != image_counts)
+    if off.any():
+        r = int(np.nonzero(off)[0][0])
+        problems.append(Problem(PLACEHOLDER_MISMATCH, f"{placeholders[r]} {IMAGE_PLACEHOLDER} placeholder(s) for "
+                                                      f"{image_counts[r]} image(s): {first(off)}"))
+    return problems
+
+
 def check_step_table(table: pa.Table) -> list[Problem]:
     """Every row-level invariant of a table of step rows (a shard, or a writer's batch)."""
     if table.num_rows == 0:
@@ -121,4 +196,12 @@ def check_step_table(table: pa.Table) -> list[Problem]:
             problems.append(Problem(INVARIANT, "trajectory and trajectory_mask are null on different rows"))
         elif traj.null_count < len(traj):
             problems += trajectory_values(*trajectory_to_numpy(table))
+    if Col.CONVERSATION in table.column_names:
+        traj_present = (table[Col.TRAJECTORY].combine_chunks().is_valid().to_numpy(zero_copy_only=False)
+                        if Col.TRAJECTORY in table.column_names else np.zeros(table.num_rows, bool))
+        problems += conversation_values(
+            ids, _strings(families),
+            table[Col.CONVERSATION].combine_chunks(), vl_image_counts(table),
+            fixed_to_numpy(table[Col.ACTION_MASK], ACTION.width).any(axis=1),
+            fixed_to_numpy(table[Col.STATE_MASK], STATE.width).any(axis=1), traj_present)
     return problems

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .columns import CAMERA_ROLES, VISION_LANGUAGE, VL_IMAGE_ROLES
-from .episode import Episode, conversation_array
+from .episode import Episode
 from .errors import (
     FeatureMismatch,
     InvariantViolation,
@@ -72,29 +72,22 @@ def _raise_first(eid: str, problems: list[Problem]) -> None:
 
 
 def _check_conversation(ep: Episode) -> None:
-    """Shapes and text of ``ep.conversation`` here; the row rules (roles, placeholders vs images, nothing to act
+    """Shapes of ``ep.conversation`` here; the row rules (roles, UTF-8, placeholders vs images, nothing to act
     on) are ``invariants.conversation_values``, shared with ``vlaflow validate``."""
     t, eid = ep.length, ep.episode_id
-    conv = ep.conversation
-    if conv is not None:
-        if not isinstance(conv, list) or len(conv) != t:
-            raise FeatureMismatch(f"{eid}: conversation needs one entry per step ({t}), got "
-                                  f"{len(conv) if isinstance(conv, list) else type(conv).__name__}")
-        for i, turns in enumerate(conv):
-            if turns is None:
-                continue
-            if not isinstance(turns, list):
-                raise FeatureMismatch(f"{eid}: conversation at step {i} is not a list of turns")
-            for k, turn in enumerate(turns):
-                if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) \
-                        or not isinstance(turn.get("text"), str):
-                    raise FeatureMismatch(f"{eid}: conversation turn {k} at step {i} needs a string role and text")
-                try:
-                    turn["text"].encode("utf-8")
-                    turn["role"].encode("utf-8")
-                except UnicodeEncodeError as err:
-                    raise NonUtf8Text(f"{eid}: turn {k} at step {i} is not valid UTF-8 ({err.reason} at "
-                                      f"{err.start})") from None
+    conv = ep.conversation if ep.conversation is not None else [None] * t
+    if not isinstance(conv, list) or len(conv) != t:
+        raise FeatureMismatch(f"{eid}: conversation needs one entry per step ({t}), got "
+                              f"{len(conv) if isinstance(conv, list) else type(conv).__name__}")
+    for i, turns in enumerate(conv):
+        if turns is None:
+            continue
+        if not isinstance(turns, list):
+            raise FeatureMismatch(f"{eid}: conversation at step {i} is not a list of turns")
+        for k, turn in enumerate(turns):
+            if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) \
+                    or not isinstance(turn.get("text"), str):
+                raise FeatureMismatch(f"{eid}: conversation turn {k} at step {i} needs a string role and text")
     images = np.zeros(t, np.int64)
     for role in VL_IMAGE_ROLES:
         frames = ep.images.get(role)
@@ -102,11 +95,10 @@ def _check_conversation(ep: Episode) -> None:
             images += np.array([f is not None for f in frames], np.int64)
         if role in ep.videos:
             images += 1
-    used = lambda m: np.broadcast_to(np.asarray(m, bool), (t, np.shape(m)[-1])).any(axis=1)
-    traj = (np.ones(t, bool) if ep.trajectory is not None else np.zeros(t, bool))
-    _raise_first(eid, conversation_values(np.full(t, eid, object), np.full(t, ep.task_family, object),
-                                          conversation_array([ep], t), images, used(ep.action_mask),
-                                          used(ep.state_mask), traj))
+    used = lambda m: np.broadcast_to(np.asarray(m, bool), (t, np.shape(m)[-1])).any(axis=1)  # noqa: E731
+    traj = np.full(t, ep.trajectory is not None)
+    _raise_first(eid, conversation_values(np.full(t, eid, object), np.full(t, ep.task_family, object), conv,
+                                          images, used(ep.action_mask), used(ep.state_mask), traj))
 
 
 def validate_episode(ep: Episode, *, verify_images: bool = False) -> None:

@@ -92,7 +92,7 @@ def test_table_ingest_local_and_ray_write_the_same_rows(tmp_path, ray_local):
     assert read("a") == read("b")
 
 
-def test_stats_skip_vision_language_rows(tmp_path):
+def test_stats_skip_vision_language_rows_and_the_unified_mixture_weighs_them(tmp_path):
     from vlaflow.converters.openx_rlds.synth import write_sample_dataset
     from vlaflow.pipelines.stats import STATS_COLUMNS, partial_from_table
     from vlaflow.tokenization.statistics.spec import StatsSpec
@@ -110,3 +110,12 @@ def test_stats_skip_vision_language_rows(tmp_path):
     assert both == alone
     assert partial_from_table(vl, spec, seed=1).groups == {}
     assert np.asarray(mixed[Col.TASK_FAMILY].to_pylist()).tolist().count("vision_language") == vl.num_rows
+    # the two roots' catalogs: the unified preset gives the VL family its share beside manipulation
+    from vlaflow.tokenization.sampling.mixtures import catalog_datasets, get_mixture
+
+    cat = {}
+    for root in ("robot", "vl"):
+        cat |= catalog_datasets(json.loads((tmp_path / root / "meta/manifest.json").read_text()))
+    assert cat["llava"]["task_family"] == "vision_language" and cat["llava"]["rows"] == GOOD
+    p = get_mixture("unified").resolve(cat)
+    assert p == pytest.approx({"bridge_dataset": 0.6 / 0.7, "llava": 0.1 / 0.7})

@@ -181,11 +181,18 @@ def _show_images(text: str, image_token: str | None, count: int) -> str:
     return text.replace(IMAGE_PLACEHOLDER, image_token * count)
 
 
+_EOT: dict[tuple, str] = {}
+
+
 def _end_of_turn(tok, template: str) -> str:
-    """What the template writes right after an assistant turn's content (Qwen: ``<|im_end|>\\n``)."""
-    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": _OPEN + "a" + _CLOSE}]
-    text = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=False, chat_template=template)
-    return text.split(_CLOSE, 1)[1] if text.count(_CLOSE) == 1 else ""
+    """What the template writes right after an assistant turn's content (Qwen: ``<|im_end|>\\n``); once per
+    template and special tokens (the collate calls this per sample)."""
+    key = (template, getattr(tok, "eos_token", None), getattr(tok, "bos_token", None))
+    if key not in _EOT:
+        probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": _OPEN + "a" + _CLOSE}]
+        text = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=False, chat_template=template)
+        _EOT[key] = text.split(_CLOSE, 1)[1] if text.count(_CLOSE) == 1 else ""
+    return _EOT[key]
 
 
 def render_conversation(tokenizer, system: str | None, conversation: list[dict], *, chat_template: str | None = None,

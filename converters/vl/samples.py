@@ -103,7 +103,7 @@ def image_path(rel, root: str, where: str) -> str:
     """An image path from the data, inside ``root`` (no absolute paths, drive letters, '..', URIs)."""
     if not isinstance(rel, str):
         raise FeatureMismatch(f"{where}: an image path must be text, got {type(rel).__name__}")
-    clean = "/".join(p for p in rel.strip().split("/") if p not in ("", ".")) if not rel.startswith("/") else rel
+    clean = rel if rel.startswith("/") else "/".join(p for p in rel.strip().split("/") if p not in ("", "."))
     if "://" in rel or "\x00" in rel or not is_safe_rel(clean):
         raise UnsafePath(f"{where}: image path {rel[:120]!r} is not a plain relative path inside the image folder")
     return posixpath.join(root, clean)
@@ -112,7 +112,7 @@ def image_path(rel, root: str, where: str) -> str:
 def read_image(src, path: str, rel: str) -> bytes:
     try:
         return src.read_bytes(path)
-    except (OSError, FileNotFoundError) as err:
+    except OSError as err:  # FileNotFoundError, pyarrow's IO errors
         raise MissingImage(f"image {rel!r} not found in the image folder ({type(err).__name__})") from None
 
 

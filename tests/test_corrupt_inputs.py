@@ -108,6 +108,18 @@ def _egodex(tmp: Path):
     return tmp / "egodex", {}, sorted((tmp / "egodex").rglob("*.*"))
 
 
+def _llava(tmp: Path):
+    vl = _conftest("tests/converters/vl/conftest.py")
+    path, _ = vl.write_llava(tmp / "llava", jsonl=True)
+    return path, {}, [path] + sorted((tmp / "llava").rglob("*.jpg"))[:1]
+
+
+def _vl_table(tmp: Path):
+    vl = _conftest("tests/converters/vl/conftest.py")
+    root, _ = vl.write_vqa_table(tmp / "vqav2")
+    return root, {"id_column": "question_id"}, sorted(root.rglob("*.parquet"))[:2]
+
+
 @dataclass(frozen=True)
 class Case:
     converter: str
@@ -116,7 +128,8 @@ class Case:
 
 CASES = [Case("openx_rlds", _openx), Case("robomimic", _robomimic), Case("libero", _libero),
          Case("maniskill", _maniskill), Case("robotwin", _robotwin), Case("r2r", _r2r), Case("rxr", _rxr),
-         Case("vln_frames", _vln_frames), Case("egodex", _egodex)]
+         Case("vln_frames", _vln_frames), Case("egodex", _egodex), Case("llava", _llava),
+         Case("vl_table", _vl_table)]
 
 
 def _truncate(p: Path) -> None:

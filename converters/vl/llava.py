@@ -118,6 +118,8 @@ class LLaVAConverter(Converter):
             return self._cache[1]
         name = posixpath.basename(path)
         try:
+            if self.src.size(path) == 0:  # an emptied file holds no samples it could account for
+                raise CorruptJson(f"{name}: empty file")
             if ".jsonl" in name.lower():
                 out = []
                 for i, line in self.src.iter_lines(path):

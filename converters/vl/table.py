@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError
@@ -29,6 +30,9 @@ from ..vln.files import Source
 from .samples import check_images, image_path, map_turns, read_image, sample_episode, text_of, vl_info
 
 _SHARD = re.compile(r"(?P<split>[A-Za-z0-9_.]+?)-\d{5}-of-\d{5}")
+
+
+_TABLE_ERRORS = (OSError, ValueError, pa.ArrowException)  # ArrowInvalid (not Parquet, bad footer) is a ValueError
 
 
 def split_of(path: str, root: str) -> str:
@@ -98,9 +102,19 @@ class VLTableConverter(Converter):
             raise InputError(f"--opt image_folder={self.opts.image_folder}: not a folder")
         if not self.opts.image_folder:
             self.images.root = base
-        self.mode, self.columns = self._columns(pq.ParquetFile(self.files[0][1], filesystem=self.src.fs).schema_arrow.names)
+        self.mode, self.columns = self._columns(self._first_schema())
         default = posixpath.basename(self.src.root.rstrip("/")).rsplit(".", 1)[0]
         self.dataset = safe_component(self.opts.dataset or default)
+
+    def _first_schema(self) -> list[str]:
+        """Column names of the first readable file (a broken file is quarantined when its unit is read)."""
+        errors = []
+        for _, path in self.files:
+            try:
+                return pq.ParquetFile(path, filesystem=self.src.fs).schema_arrow.names
+            except _TABLE_ERRORS as err:
+                errors.append(f"{posixpath.basename(path)}: {str(err).splitlines()[0][:200] if str(err) else err}")
+        raise InputError(f"{self.input_path}: no readable Parquet file ({'; '.join(errors[:3])})")
 
     def _columns(self, names: list[str]) -> tuple[str, list[str]]:
         """(mode, the columns to read): the mode is conversation, caption or qa, by the options and the table."""
@@ -133,7 +147,11 @@ class VLTableConverter(Converter):
     def work_units(self, target_bytes: int) -> list[WorkUnit]:
         units = []
         for fi, (split, path) in enumerate(self.files):
-            meta = pq.ParquetFile(path, filesystem=self.src.fs).metadata
+            try:
+                meta = pq.ParquetFile(path, filesystem=self.src.fs).metadata
+            except _TABLE_ERRORS:  # read() names what is wrong with it
+                units.append(WorkUnit(path, split, 0, None, max(self.src.size(path), 1), 0, fi, None))
+                continue
             costs = [max(meta.row_group(i).total_byte_size, 1) for i in range(meta.num_row_groups)]
             plan = TablePlan(tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
             for a, b, acc in pack_ranges(costs, target_bytes) or [(0, 0, 1)]:
@@ -146,13 +164,23 @@ class VLTableConverter(Converter):
             pf = pq.ParquetFile(unit.source, filesystem=self.src.fs)
             groups = range(unit.start, pf.num_row_groups if unit.stop is None else unit.stop)
             self._columns(pf.schema_arrow.names)
-        except (OSError, InputError) as err:  # a file that changed or broke since planning
+        except (*_TABLE_ERRORS, InputError) as err:  # not Parquet, or broken since planning
+            msg = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
             yield Rejected(f"{base}/{safe_component(posixpath.basename(unit.source))}", "corrupt_record",
-                           f"{posixpath.basename(unit.source)}: {err}", unit.source)
+                           f"{posixpath.basename(unit.source)}: {msg}", unit.source)
             return
         row = sum(pf.metadata.row_group(i).num_rows for i in range(unit.start))
         for g in groups:
-            table = pf.read_row_group(g, columns=self.columns)
+            try:
+                table = pf.read_row_group(g, columns=self.columns)
+            except _TABLE_ERRORS as err:  # a damaged row group: each of its rows is named, the file goes on
+                n = pf.metadata.row_group(g).num_rows
+                msg = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+                for i in range(n):
+                    yield Rejected(f"{base}/{row + i:07d}", "corrupt_record",
+                                   f"{posixpath.basename(unit.source)} row group {g}: {msg}", f"{unit.source}#{row + i}")
+                row += n
+                continue
             cols = {c: table[c].to_pylist() for c in self.columns}
             for i in range(table.num_rows):
                 index = row + i

@@ -240,8 +240,9 @@ def batches(todo: list[PlannedFile], max_commits: int = MAX_COMMITS,
 # ------------------------------------------------------------------------------------------------- retries
 @dataclass
 class RetryPolicy:
-    max_retries: int = 8
-    base_s: float = 2.0
+    max_retries: int = 6
+    base_s: float = 2.0  # backoff 2, 4, 8, ... s
+    backoff_cap_s: float = 60.0
     max_wait_s: float = 3600.0  # a 429's Retry-After may ask for most of an hour (commits/hour)
     sleep: object = time.sleep
 
@@ -309,7 +310,7 @@ class Retrier:
                 if attempt >= self.policy.max_retries:
                     raise PublishError(f"{what}: still failing after {attempt} retries ({kind}: {_short(err)}); "
                                        "rerun to resume (what is committed stays)") from None
-                wait = after if after is not None else self.policy.base_s * 2 ** attempt
+                wait = after if after is not None else min(self.policy.backoff_cap_s, self.policy.base_s * 2 ** attempt)
                 wait = min(self.policy.max_wait_s, wait + random.uniform(0, wait / 4))
                 attempt += 1
                 self.result.retries[kind] = self.result.retries.get(kind, 0) + 1

@@ -237,6 +237,14 @@ def _arrow_type(name: str, t) -> str:
     return re.sub(r"\b(halffloat|float|double)\b", lambda m: _FLOATS[m.group(1)], s)
 
 
+def _encoder(m: dict) -> str:
+    """A features folder's encoder as the card names it: its Hub id, never a local folder of the publisher's."""
+    eid = str(m.get("encoder_id") or "")
+    if eid and not eid.startswith(("/", ".", "~")) and eid.count("/") <= 1 and "\\" not in eid:
+        return eid
+    return f"a local {(m.get('encoder') or {}).get('model_class', 'model')}"
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.2f} GB"
 
@@ -367,7 +375,7 @@ def build_card(manifest: dict, repo_id: str, *, stats: dict | None = None, featu
                 + "meta/manifest.json                                    the catalog: datasets, shards, "
                   "checksums, totals\nmeta/ledger.json, meta/quarantine.jsonl, meta/episodes.parquet\n"
                   "meta/datasets/<dataset>/                              each ingest: manifest, ledger, specs used\n"
-                + "".join(f"features/{k}/                                  frozen-encoder features ({m.get('encoder_id')}, "
+                + "".join(f"features/{k}/                                  frozen-encoder features ({_encoder(m)}, "
                           f"D={m.get('dim')}, {m.get('dtype')}), rows aligned with data/\n"
                           for k, m in sorted(features.items()))
                 + "```")
@@ -421,7 +429,7 @@ ds = ray.data.read_parquet("datasets/{repo_id}/data", filesystem=HfFileSystem(),
         if refs:
             body.append(f"- `{n}`: " + "; ".join(refs))
         else:
-            body.append(f"- `{n}`: see the source ({datasets[n].get('source_uri') or 'not recorded'})")
+            body.append(f"- `{n}`: see the source dataset's own page (converter `{ingests[n]['converter']}`)")
     body.append("")
     body.append(f"Converted with vlaflow (schema {SCHEMA_VERSION}); every shard's sha256 is in `meta/manifest.json`.")
     body.append("")

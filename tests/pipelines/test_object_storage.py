@@ -138,7 +138,7 @@ def test_publish_from_s3_uploads_the_same_bytes(runs, caplog):
              for f in plan.files}
     assert remote == local and res.uploaded_files == len(local)
     assert any(p.startswith("features/siglip/") for p in remote) and "features-siglip" in remote["README.md"].decode()
-    assert SECRET not in caplog.text
+    assert SECRET not in caplog.text and str(runs["tmp"]) not in remote["README.md"].decode()
 
 
 # ------------------------------------------------------------------------------------------------- hf:// roots

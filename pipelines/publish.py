@@ -360,6 +360,8 @@ class _ArrowReader(io.BufferedIOBase):
 
 
 def _source(out: Output, f: PlannedFile, card: str):
+    """A local path (hf_xet uploads it, deduplicating chunks), the card's bytes, or for a root on object storage a
+    file object (huggingface_hub uploads those over plain LFS HTTP: no xet dedup, no local staging copy)."""
     if f.kind == "card":
         return card.encode()
     if "://" not in out.uri:
@@ -426,17 +428,18 @@ def publish(root: str, repo_id: str, *, private: bool = False, revision: str | N
 
     for i, group in enumerate(groups):
         message = f"vlaflow publish: {_describe(group)} (part {i + 1}/{len(groups)})"
-        ops = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=_source(plan.out, f, plan.card)) for f in group]
+        sources = [_source(plan.out, f, plan.card) for f in group]
+        ops = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=src) for f, src in zip(group, sources)]
         try:
             retrier.call(f"upload part {i + 1}/{len(groups)}",
                          lambda: api.preupload_lfs_files(repo_id, additions=ops, repo_type=REPO_TYPE, revision=rev))
             info = retrier.call(f"commit part {i + 1}/{len(groups)}",
                                 lambda: api.create_commit(repo_id, operations=ops, commit_message=message,
                                                           repo_type=REPO_TYPE, revision=rev))
-        finally:
-            for op in ops:
-                if isinstance(op.path_or_fileobj, io.IOBase):
-                    op.path_or_fileobj.close()
+        finally:  # the pre-upload drops its reference to a file object once uploaded: close ours
+            for src in sources:
+                if isinstance(src, io.IOBase):
+                    src.close()
         oid = getattr(info, "oid", None)
         result.commits.append({"message": message, "files": len(group), "oid": oid})
         result.uploaded_files += len(group)

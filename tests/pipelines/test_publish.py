@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from vlaflow.converters import ConverterOptions
 from vlaflow.converters.ego.egodex_synth import write_egodex_episode
 from vlaflow.converters.openx_rlds.synth import write_sample_dataset
 from vlaflow.pipelines.cli import app
@@ -45,7 +46,10 @@ def corpora(tmp_path_factory):
         write_egodex_episode(ego / "part1" / "fold_towel", i, n_frames=12, width=64, height=48, seed=i)
     run_ingest(IngestConfig("egodex", str(ego), str(mixed), executor="local"))
     run_stats(str(mixed), executor="local")
-    return {"sample": sample, "mixed": mixed}
+    mp4 = tmp / "mp4"  # frames stored as MP4 beside the shards
+    run_ingest(IngestConfig("openx_rlds", str(src), str(mp4), ConverterOptions(extra={"storage": "mp4"}),
+                            executor="local"))
+    return {"sample": sample, "mixed": mixed, "mp4": mp4}
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +200,7 @@ def test_the_token_never_reaches_any_output(corpora, tmp_path, monkeypatch, capl
 
 
 # ------------------------------------------------------------------------------------------------- dry run + card
-@pytest.mark.parametrize("which", ["sample", "mixed"])
+@pytest.mark.parametrize("which", ["sample", "mixed", "mp4"])
 def test_dry_run_folder_loads_with_datasets_through_the_card(corpora, tmp_path, which):
     import datasets
 
@@ -225,8 +229,14 @@ def test_dry_run_folder_loads_with_datasets_through_the_card(corpora, tmp_path, 
     assert sum(len(s) for s in every.values()) == manifest["totals"]["rows"]
     split = next(iter(every))
     assert type(every[split].features["images"]["primary"]).__name__ == "Image"
-    row = next(r for r in every[split] if r["images"]["primary"] is not None)
-    assert row["images"]["primary"].size[0] > 0  # decoded to a PIL image
+    if which != "mp4":
+        row = next(r for r in every[split] if r["images"]["primary"] is not None)
+        assert row["images"]["primary"].size[0] > 0  # decoded to a PIL image
+    videos = sorted(v["path"] for s in manifest["shards"] for v in s["videos"])
+    assert (which == "mp4") == bool(videos) and set(videos) <= set(on_disk)
+    if videos:  # the frame references resolve inside the published folder
+        assert all(r["videos"]["primary"]["path"] in videos for r in every[split].select(range(3)))
+        assert "videos/<dataset>/" in body
     for name, info in manifest["ingests"].items():
         one = datasets.load_dataset(str(dest), name, cache_dir=cache)
         assert sum(len(s) for s in one.values()) == info["totals"]["rows"]

@@ -44,6 +44,11 @@ REPO_TYPE = "dataset"
 PLAN_FILE = "publish-plan.json"
 MAX_COMMITS = 100  # per run; the Hub allows ~128 commits/hour/repo
 FILES_PER_COMMIT = 100  # the Hub's HTTP commit API is comfortable with ~50-100 files per commit
+MAX_FILES_PER_COMMIT = 1000  # what huggingface_hub's own upload pipeline scales up to (COMMIT_SIZE_SCALE)
+# Regular (non-LFS) files travel base64-encoded inside the commit payload; huggingface_hub keeps them under
+# 100 MiB per commit. Files the Hub would store in git: under 10 MB and not of an LFS type.
+REGULAR_BYTES_PER_COMMIT = 100 << 20
+LFS_SUFFIXES = (".parquet", ".bin", ".mp4", ".arrow", ".npy", ".npz", ".zst", ".tar", ".gz", ".safetensors")
 MAX_FILES_PER_FOLDER = 10_000  # a hard Hub limit
 MAX_FILES = 100_000  # per repo
 LAST = ("README.md", MANIFEST)  # committed last: their presence means the upload is complete
@@ -220,21 +225,33 @@ def _check_repo_id(repo_id: str) -> None:
 def batches(todo: list[PlannedFile], max_commits: int = MAX_COMMITS,
             files_per_commit: int = FILES_PER_COMMIT) -> list[list[PlannedFile]]:
     """Commits in upload order: data, features, meta; ``LAST`` in the final one. Batches grow past
-    ``files_per_commit`` when that keeps the run within ``max_commits`` (a run never needs more)."""
+    ``files_per_commit`` when that keeps the run within ``max_commits``, up to ``MAX_FILES_PER_COMMIT`` files and
+    ``REGULAR_BYTES_PER_COMMIT`` of regular-file content per commit."""
     order = {"data": 0, "features": 1, "meta": 2, "card": 3}
     last = [f for f in todo if f.path in LAST]
     rest = sorted((f for f in todo if f.path not in LAST), key=lambda f: (order[f.kind], f.path))
     n = len(rest) + len(last)
     if n == 0:
         return []
-    per = max(files_per_commit, -(-n // max_commits))
-    out = [rest[i:i + per] for i in range(0, len(rest), per)]
-    if last:
-        if out and len(out[-1]) + len(last) <= per:
-            out[-1] = out[-1] + last
-        else:
-            out.append(last)
+    per = min(MAX_FILES_PER_COMMIT, max(files_per_commit, -(-n // max_commits)))
+    out: list[list[PlannedFile]] = []
+    reg = 0  # regular bytes of the open batch
+    for f in rest:
+        if not out or len(out[-1]) >= per or reg + _regular([f]) > REGULAR_BYTES_PER_COMMIT:
+            out.append([])
+            reg = 0
+        out[-1].append(f)
+        reg += _regular([f])
+    if last:  # the catalog and the card travel together, in the last commit
+        if not out or len(out[-1]) + len(last) > per or reg + _regular(last) > REGULAR_BYTES_PER_COMMIT:
+            out.append([])
+        out[-1].extend(last)
     return out
+
+
+def _regular(files: list[PlannedFile]) -> int:
+    """Bytes of the files the Hub would keep in git (sent inside the commit payload)."""
+    return sum(f.bytes for f in files if f.bytes < 10_000_000 and not f.path.endswith(LFS_SUFFIXES))
 
 
 # ------------------------------------------------------------------------------------------------- retries

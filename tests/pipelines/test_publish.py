@@ -101,6 +101,14 @@ def test_batches_fit_the_commit_budget_and_keep_the_catalog_last(corpora):
     assert len(groups) <= 10 and sum(map(len, groups)) == len(many)
     assert {"README.md", "meta/manifest.json"} <= {f.path for f in groups[-1]}
     assert [f.kind for g in groups for f in g if f.kind == "data"] == ["data"] * sum(f.kind == "data" for f in many)
+    Planned = type(plan.files[0])
+    # never more than 1000 files in a commit: past the budget the rest waits for the next run
+    huge = [Planned(f"data/x/train/chunk-{i // 1000:03d}/shard-{i:05d}.parquet", 1, "s", "o", "data") for i in range(5000)]
+    assert [len(g) for g in batches(huge, max_commits=2)] == [1000] * 5
+    # regular (git) files travel inside the commit payload: at most 100 MiB of them per commit
+    texts = [Planned(f"meta/datasets/d{i}/quarantine.jsonl", 9_000_000, "s", "o", "meta") for i in range(30)]
+    sizes = [sum(f.bytes for f in g) for g in batches(texts)]
+    assert len(sizes) == 3 and max(sizes) <= 100 << 20
 
 
 def test_rerun_uploads_nothing_and_a_branch_is_created(corpora):

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow.parquet as pq
 
 from vlaflow.schemas import EpCol, InputError, VlaflowError
+from vlaflow.schemas.names import is_safe_rel
 
 from .corpus import Corpus
 from .dataset_card import build_card
@@ -109,7 +110,7 @@ def git_oid(data: bytes) -> str:
 def _is_state(rel: str) -> bool:
     """Resume state, temporary files: never published."""
     parts = rel.split("/")
-    return any(p.startswith("_") or p.startswith(".") for p in parts) or rel.endswith(".tmp")
+    return "_work" in parts or any(p.startswith(".") for p in parts) or rel.endswith(".tmp")
 
 
 def collect(out: Output, manifest: dict, with_features: bool) -> tuple[list[tuple[str, str, str | None]], dict]:
@@ -147,6 +148,8 @@ def collect(out: Output, manifest: dict, with_features: bool) -> tuple[list[tupl
             files.append((rel, "meta", None))
     seen, unique = set(), []
     for f in files:
+        if not is_safe_rel(f[0]):  # paths come from the manifests: never one that leaves the root
+            raise PublishError(f"{out.uri}: the catalog names {f[0]!r}, a path outside the corpus root")
         if f[0] not in seen:
             seen.add(f[0])
             unique.append(f)

@@ -180,6 +180,12 @@ def test_a_changed_file_is_uploaded_again(corpora, tmp_path):
     (root / "data/bridge_dataset/train/chunk-000/shard-00000.parquet").write_bytes(b"not the shard")
     with pytest.raises(PublishError, match="changed since the catalog recorded it"):
         plan_publish(str(root), REPO)
+    cat = json.loads((root / "meta/manifest.json").read_text())
+    cat["shards"][0]["videos"] = [{"path": "../../outside.mp4", "sha256": "0" * 64}]
+    (root / "meta/manifest.json").write_text(json.dumps(cat))
+    with pytest.raises(PublishError, match="'../../outside.mp4', a path outside the corpus root"):
+        publish(str(root), REPO, dry_run=str(tmp_path / "d"))
+    assert not (tmp_path / "outside.mp4").exists()
 
 
 def test_the_token_never_reaches_any_output(corpora, tmp_path, monkeypatch, caplog):

@@ -184,3 +184,17 @@ def test_stages_read_an_hf_root_and_never_write_it(runs, hf_snapshot, tmp_path):
     want = run_stats(str(tmp_path / "copy"), StatsSpec(k=512), executor="local").stats
     assert doc["groups"] == want["groups"] and (tmp_path / "mix.stats.json").exists()
     assert _local_tree(folder) == before
+
+
+def test_hf_uris_resolve_to_huggingface_hubs_filesystem_read_only():
+    from huggingface_hub import HfFileSystem
+
+    from vlaflow.media.fs import resolve
+    from vlaflow.pipelines.storage import Output
+
+    fs, path = resolve("hf://datasets/org/name@v1")  # constructing it touches no network
+    assert isinstance(fs.handler.fs, HfFileSystem) and path == "datasets/org/name@v1"
+    out = Output("hf://datasets/org/name")
+    assert out.read_only and not Output("memory://vlaflow-test/x").read_only
+    with pytest.raises(InputError, match="published root and is only read"):
+        out.write_json("meta/stats.json", {})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from vlaflow.schemas import CAMERA_ROLES, SCHEMA_VERSION, Col
+from vlaflow.schemas import CAMERA_ROLES, SCHEMA_VERSION, TASK_FAMILIES, Col
 from vlaflow.schemas.arrow import step_schema
 from vlaflow.schemas.slots import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY
 
@@ -82,7 +82,7 @@ COLUMN_MEANINGS = {
     Col.EPISODE_ID: "episode id, unique in the corpus",
     Col.STEP_INDEX: "step number within the episode, from 0",
     Col.TIMESTAMP_NS: "time since the episode start, integer nanoseconds",
-    Col.TASK_FAMILY: "manipulation / navigation / egocentric / trajectory",
+    Col.TASK_FAMILY: " / ".join(TASK_FAMILIES),
     Col.EMBODIMENT: "embodiment id (spec in `meta/datasets/<dataset>/embodiments/`)",
     Col.EMBODIMENT_PROMPT: "a sentence describing the embodiment, for prompting",
     Col.INSTRUCTION: "the language instruction of the episode",
@@ -105,6 +105,7 @@ COLUMN_MEANINGS = {
                     "row; null on robot rows",
     Col.TRAJECTORY_MASK: "which trajectory values are observed",
     Col.VIDEOS: "per camera role, `{path, frame_index}` into an MP4 under `videos/` when frames are stored as video",
+    Col.CONVERSATION: "vision_language rows: chat turns {role, text} with one `<image>` per image; null elsewhere",
 }
 
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),

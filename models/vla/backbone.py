@@ -168,8 +168,9 @@ class Backbone(nn.Module):
     def prefix(self, state, state_mask, vision=None, vision_mask=None):
         """[B, P, D] prefix embeddings and [B, P] mask: the state token, then the vision tokens."""
         dtype = self.state_proj.weight.dtype
-        sm = state_mask.to(dtype)
-        s_in = torch.cat([state.to(dtype) * sm, sm], dim=-1)
+        sm = state_mask.bool()
+        s_in = torch.cat([torch.where(sm, state.to(dtype), torch.zeros((), dtype=dtype, device=state.device)),
+                          sm.to(dtype)], dim=-1)
         if not self.config.state_in_backbone:
             s_in = torch.zeros_like(s_in)
         parts = [self.state_proj(s_in)[:, None]]

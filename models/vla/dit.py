@@ -188,11 +188,12 @@ class FlowActionHead(nn.Module):
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
                  state: torch.Tensor, state_mask: torch.Tensor, target_mask: torch.Tensor,
                  embodiment_id: torch.Tensor) -> torch.Tensor:
-        m = target_mask.to(x_t.dtype)
-        sm = state_mask.to(state.dtype)
-        s = self.state_encoder(torch.cat([state * sm, sm], dim=-1)[:, None], embodiment_id)  # [B, 1, hidden]
-        a = self.action_encoder(x_t * m, t, embodiment_id)  # [B, H, hidden]
+        zero = torch.zeros((), dtype=x_t.dtype, device=x_t.device)
+        sm = state_mask.bool()
+        s_in = torch.cat([torch.where(sm, state, zero), sm.to(state.dtype)], dim=-1)
+        s = self.state_encoder(s_in[:, None], embodiment_id)  # [B, 1, hidden]
+        a = self.action_encoder(torch.where(target_mask, x_t, zero), t, embodiment_id)  # [B, H, hidden]
         seq = self.proj_in(torch.cat([s, a], dim=1)) + self.position[:, : 1 + x_t.shape[1]]
         out = self.dit(seq, t, context, context_mask)
         v = self.action_decoder(out[:, -x_t.shape[1]:], embodiment_id)
-        return v * m
+        return torch.where(target_mask, v, zero)

@@ -81,7 +81,10 @@ class VLAModel(nn.Module):
                              batch["state"], batch["state_mask"], vision, vision_mask)
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+    def forward(self, batch: dict, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                time: torch.Tensor | None = None) -> dict:
+        """Losses of a batch. ``noise`` [B·t_repeat, H, A] and ``time`` [B·t_repeat] fix the flow draw
+        (evaluation, tests); otherwise they are sampled (from ``generator`` when given)."""
         batch = self._to_device(batch)
         cfg = self.config
         hidden, mask, prefix_len, _ = self.encode(batch)
@@ -95,9 +98,13 @@ class VLAModel(nn.Module):
             rep = (lambda x: x.repeat_interleave(r, 0)) if r > 1 else (lambda x: x)
             tm = rep(batch["target_mask"])
             target = rep(batch["target"])
-            noise = torch.randn(target.shape, dtype=target.dtype, device=target.device, generator=generator)
-            t = sample_time(target.shape[0], cfg.time_beta, cfg.time_scale, target.device,
-                            generator=generator if generator is None or generator.device.type == "cpu" else None)
+            if noise is None:
+                noise = torch.randn(target.shape, dtype=target.dtype, generator=generator,
+                                    device=generator.device if generator is not None else target.device)
+            t = time.to(target.device) if time is not None else sample_time(
+                target.shape[0], cfg.time_beta, cfg.time_scale, target.device,
+                generator=generator if generator is None or generator.device.type == "cpu" else None)
+            noise = noise.to(target.device, target.dtype)
             x_t, velocity = interpolate(target, noise, t, tm)
             context = self.action_head.condition(hidden)
             pred = self.action_head.velocity(x_t, t, rep(context), rep(mask), rep(batch["state"]),
@@ -150,7 +157,8 @@ class VLAModel(nn.Module):
         hidden, mask, _, _ = self.encode(batch)
         context = self.action_head.condition(hidden)
         tm = batch["target_mask"].bool()
-        noise = torch.randn(tm.shape, dtype=context.dtype, device=context.device, generator=generator)
+        noise = torch.randn(tm.shape, dtype=context.dtype, generator=generator,
+                            device=generator.device if generator is not None else context.device).to(context.device)
         head = self.action_head
 
         def velocity(x, t):

@@ -79,11 +79,20 @@ def load_tokenizer(config: VLAConfig, folder: str | Path | None = None):
         tok = AutoTokenizer.from_pretrained(config.backbone, local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if config.head == "discrete" and config.discrete_tokenizer == "bins":
-        from vlaflow.tokenization.tokenizers.bins import ReservedIds
-
-        ReservedIds.reserve(tok, config.discrete_bins, "added")  # idempotent
+    if config.head == "discrete":
+        action_tokenizer(config, tok)  # reserves the action ids (idempotent) before any LM is sized
     return tok
+
+
+def action_tokenizer(config: VLAConfig, tokenizer):
+    """The discrete head's action tokenizer, its ids reserved in ``tokenizer`` (idempotent)."""
+    if config.discrete_tokenizer == "fast":
+        from vlaflow.tokenization.tokenizers.fast import FASTActionTokenizer, FASTTokenizer
+
+        return FASTActionTokenizer(FASTTokenizer.load(config.fast_tokenizer), tokenizer)
+    from vlaflow.tokenization.tokenizers.bins import BinActionTokenizer
+
+    return BinActionTokenizer(tokenizer, config.discrete_bins)
 
 
 def _cache_kwarg(model: nn.Module) -> str:

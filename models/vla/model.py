@@ -20,11 +20,11 @@ from torch import nn
 
 from vlaflow.tokenization.prompts import IGNORE
 
-from .backbone import Backbone, load_tokenizer
+from .backbone import Backbone, action_tokenizer, load_tokenizer
 from .config import FAMILIES, VLAConfig
 from .dit import FlowActionHead
 from .flow import euler_sample, interpolate, masked_mse, sample_time
-from .processor import VLAProcessor, action_tokenizer, own_dims
+from .processor import VLAProcessor, own_dims
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

@@ -21,18 +21,8 @@ import torch
 
 from vlaflow.tokenization.prompts import IGNORE, PromptBuilder
 
+from .backbone import action_tokenizer
 from .config import FAMILIES, VLAConfig
-
-
-def action_tokenizer(config: VLAConfig, tokenizer):
-    """The discrete head's action tokenizer, its ids reserved in ``tokenizer`` (idempotent)."""
-    if config.discrete_tokenizer == "fast":
-        from vlaflow.tokenization.tokenizers.fast import FASTActionTokenizer, FASTTokenizer
-
-        return FASTActionTokenizer(FASTTokenizer.load(config.fast_tokenizer), tokenizer)
-    from vlaflow.tokenization.tokenizers.bins import BinActionTokenizer
-
-    return BinActionTokenizer(tokenizer, config.discrete_bins)
 
 
 def own_dims(target_mask: np.ndarray) -> np.ndarray:

@@ -76,6 +76,29 @@ class VLAProcessor:
         self.prompts = PromptBuilder(tokenizer)
         self.actions = action_tokenizer(config, tokenizer) if config.head == "discrete" else None
         self.pad_id = int(tokenizer.pad_token_id)
+        self._cache: dict = {}
+
+    def __getstate__(self):  # ships to Ray workers without its cache
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+    def _prompt_parts(self, system: str, instruction: str, target: bool) -> tuple[list[int], list[int]]:
+        """(prefix ids, suffix ids) of a prompt, cached: every step of an episode shares its prompt, and the
+        chat template + tokenizer are most of the collate's cost. The prefix ends with the assistant header;
+        the suffix (the end of turn) follows the action tokens when there is a target."""
+        key = (system, instruction, target)
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) >= 8192:
+                self._cache.clear()
+            if target:
+                p = self.prompts.build(system, instruction, action_ids=[])
+                hit = (list(p.input_ids[: p.prompt_length]), list(p.input_ids[p.prompt_length:]))
+            else:
+                hit = (list(self.prompts.generation_prompt(system, instruction).input_ids), [])
+            self._cache[key] = hit
+        return hit
 
     # ------------------------------------------------------------------ one sample
     def _truncate(self, ids: list[int], labels: list[int], prompt_len: int) -> tuple[list[int], list[int]]:
@@ -96,17 +119,17 @@ class VLAProcessor:
             mask = np.asarray(sample["target_mask"], bool)
             dims = own_dims(mask)
             chunk = np.asarray(sample["target"], np.float32)[:, dims] * mask[:, dims]
-            ids = self.actions.encode(chunk)
-            p = self.prompts.build(system, instruction, action_ids=ids)
-            labels = list(p.labels)
+            ids = [int(i) for i in self.actions.encode(chunk)]
+            prefix, suffix = self._prompt_parts(system, instruction, True)
+            target_labels = list(ids)
             if self.config.discrete_tokenizer == "bins":  # a masked (step, dim) is in the input, not a label
-                flat = mask[:, dims].ravel()
-                for j, ok in enumerate(flat):
+                for j, ok in enumerate(mask[:, dims].ravel()):
                     if not ok:
-                        labels[p.prompt_length + j] = IGNORE
-            return self._truncate(list(p.input_ids), labels, p.prompt_length)
-        p = self.prompts.generation_prompt(system, instruction)
-        return self._truncate(list(p.input_ids), list(p.labels), p.prompt_length)
+                        target_labels[j] = IGNORE
+            return self._truncate(prefix + ids + suffix, [IGNORE] * len(prefix) + target_labels + suffix,
+                                  len(prefix))
+        prefix, _ = self._prompt_parts(system, instruction, False)
+        return self._truncate(list(prefix), [IGNORE] * len(prefix), len(prefix))
 
     # ------------------------------------------------------------------ the collate
     def __call__(self, samples: list[dict], with_target: bool = True) -> dict[str, torch.Tensor]:

@@ -139,6 +139,7 @@ def build_language_model(config: VLAConfig, tokenizer, lm_config=None) -> nn.Mod
         raise ValueError(f"backbone {config.backbone!r}: expected a decoder-only LM with model.layers "
                          f"(Qwen2/Qwen3 family), got {type(lm).__name__}")
     _truncate(lm, config.backbone_layers if lm_config is None else None)
+    lm.to(getattr(torch, config.backbone_dtype))
     if lm.get_input_embeddings().num_embeddings < len(tokenizer):
         lm.resize_token_embeddings(len(tokenizer))
     return lm
@@ -196,11 +197,11 @@ class Backbone(nn.Module):
     def forward(self, input_ids, attention_mask, state, state_mask, vision=None, vision_mask=None,
                 past_key_values=None):
         pre, pre_mask = self.prefix(state, state_mask, vision, vision_mask)
-        tok = self.lm.get_input_embeddings()(input_ids).to(pre.dtype)
-        embeds = torch.cat([pre, tok], 1)
+        emb = self.lm.get_input_embeddings()
+        embeds = torch.cat([pre.to(emb.weight.dtype), emb(input_ids)], 1)
         mask = torch.cat([pre_mask, attention_mask.bool()], 1)
         last, cache = self.run(embeds, mask.long(), past_key_values)
-        hidden = torch.where(mask[..., None], last, torch.zeros((), dtype=embeds.dtype, device=embeds.device))
+        hidden = torch.where(mask[..., None], last.to(pre.dtype), torch.zeros((), dtype=pre.dtype, device=pre.device))
         return hidden, mask, pre.shape[1], cache
 
     def run(self, embeds: torch.Tensor, attention_mask: torch.Tensor, cache=None):
@@ -211,4 +212,5 @@ class Backbone(nn.Module):
         return out.last_hidden_state, cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm.lm_head(hidden)
+        head = self.lm.get_output_embeddings()
+        return head(hidden.to(head.weight.dtype))

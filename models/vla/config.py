@@ -52,6 +52,7 @@ class VLAConfig:
     state_in_backbone: bool = True     # also splice a state token into the backbone's input (the DiT always gets it)
     dit_dropout: float = 0.0
     time_scale: float = 0.999          # t = (1 - Beta(a, b)) * time_scale  (GR00T N1.7)
+    backbone_dtype: str = "float32"    # the LM's weights: float32 | bfloat16 | float16 (projectors/head stay fp32)
     extra: dict = field(default_factory=dict)  # free-form (run metadata); saved as is
 
     def __post_init__(self):
@@ -87,6 +88,8 @@ class VLAConfig:
              "the discrete head predicts tokens with the backbone itself, so it cannot be frozen")
         need(not (self.head == "discrete" and self.discrete_tokenizer == "fast" and not self.fast_tokenizer),
              "fast_tokenizer", "discrete_tokenizer='fast' needs fast_tokenizer (a fitted FASTTokenizer folder)")
+        need(self.backbone_dtype in ("float32", "bfloat16", "float16"), "backbone_dtype",
+             f"{self.backbone_dtype!r} is not one of float32, bfloat16, float16")
         need(self.normalization in ("zscore", "bounds", "quantile", "none"), "normalization",
              f"{self.normalization!r} is not one of zscore, bounds, quantile, none")
 

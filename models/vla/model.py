@@ -137,7 +137,7 @@ class VLAModel(nn.Module):
                 acc[3] += int(in_f.sum())
             out["loss/lm"] = loss_lm.detach()
             total = total + loss_lm
-        elif any(p.requires_grad for p in self.backbone.lm.lm_head.parameters()):
+        elif any(p.requires_grad for p in self.backbone.lm.get_output_embeddings().parameters()):
             # keep every parameter in the graph (DDP without find_unused_parameters): a zero-weight term
             total = total + 0.0 * self.backbone.logits(hidden[:, :1]).sum()
 
@@ -217,11 +217,10 @@ class VLAModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def _tied_keys(self) -> set[str]:
-        lm = self.backbone.lm
-        if getattr(lm.config, "tie_word_embeddings", False) or \
-                lm.get_output_embeddings().weight is lm.get_input_embeddings().weight:
-            return {"backbone.lm.lm_head.weight"}
-        return set()
+        """State-dict keys that alias the input embeddings (a tied LM head): saved once, re-tied on load."""
+        emb = self.backbone.lm.get_input_embeddings().weight
+        keys = [k for k, v in self.state_dict(keep_vars=True).items() if v is emb]
+        return set(keys[1:])
 
     def _savable_state(self) -> dict[str, torch.Tensor]:
         skip = self._tied_keys()

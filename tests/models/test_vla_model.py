@@ -289,3 +289,21 @@ def test_truncating_past_the_depth_is_a_clear_error(tmp_path):
         VLAModel(small_config(backbone=str(tmp_path / "qwen"), backbone_layers=5))
     with pytest.raises(ValueError, match="cannot load it offline"):
         VLAModel(small_config(backbone=str(tmp_path / "missing"), tokenizer=str(tmp_path / "qwen")))
+
+
+def test_bfloat16_backbone_with_a_float32_head(tmp_path):
+    """A 2B backbone is kept in bf16: the LM runs in bf16, projectors/DiT stay fp32, checkpoints keep dtypes."""
+    torch.manual_seed(0)
+    model = VLAModel(small_config(backbone_dtype="bfloat16"))
+    assert model.backbone.lm.dtype == torch.bfloat16
+    assert model.action_head.dit.proj_out_2.weight.dtype == torch.float32
+    batch = model.processor()(make_samples(1))
+    out = model(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["loss"].dtype == torch.float32
+    assert model.backbone.lm.get_input_embeddings().weight.grad.dtype == torch.bfloat16
+    model.eval().save_pretrained(tmp_path)
+    loaded = VLAModel.from_pretrained(tmp_path).eval()
+    assert loaded.backbone.lm.dtype == torch.bfloat16
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.equal(model.sample_actions(batch, generator=g()), loaded.sample_actions(batch, generator=g()))

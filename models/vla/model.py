@@ -160,9 +160,11 @@ class VLAModel(nn.Module):
         noise = torch.randn(tm.shape, dtype=context.dtype, generator=generator,
                             device=generator.device if generator is not None else context.device).to(context.device)
         head = self.action_head
+        kv = head.dit.cross_kv(context)  # computed once for all the Euler steps of this call
 
         def velocity(x, t):
-            return head.velocity(x, t, context, mask, batch["state"], batch["state_mask"], tm, batch["embodiment_id"])
+            return head.velocity(x, t, context, mask, batch["state"], batch["state_mask"], tm, batch["embodiment_id"],
+                                 kv_cache=kv)
 
         return euler_sample(velocity, noise, tm, num_steps or self.config.num_inference_steps)
 

@@ -307,3 +307,18 @@ def test_bfloat16_backbone_with_a_float32_head(tmp_path):
     assert loaded.backbone.lm.dtype == torch.bfloat16
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert torch.equal(model.sample_actions(batch, generator=g()), loaded.sample_actions(batch, generator=g()))
+
+
+def test_cross_attention_cache_changes_nothing(model_and_batch):
+    """sample_actions reuses the cross-attention keys/values over its Euler steps: same velocity as without."""
+    model, _, batch = model_and_batch
+    model.eval()
+    with torch.no_grad():
+        hidden, mask, _, _ = model.encode(model._to_device(batch))
+        ctx = model.action_head.condition(hidden)
+        x = torch.randn(batch["target"].shape)
+        t = torch.full((len(x),), 0.25)
+        args = (x, t, ctx, mask, batch["state"], batch["state_mask"], batch["target_mask"], batch["embodiment_id"])
+        plain = model.action_head.velocity(*args)
+        cached = model.action_head.velocity(*args, kv_cache=model.action_head.dit.cross_kv(ctx))
+    assert torch.equal(plain, cached)

@@ -90,7 +90,8 @@ class VLAModel(nn.Module):
         hidden, mask, prefix_len, _ = self.encode(batch)
         fam = batch["family_id"]
         out: dict = {}
-        per_family: dict[int, list] = {}  # family id -> [flow sq-err sum, flow count, lm ce sum, lm count]
+        # per family id: flow squared-error sum, flow count, LM cross-entropy sum, LM token count
+        acc = torch.zeros(len(FAMILIES), 4, dtype=torch.float64, device=hidden.device)
         total = hidden.new_zeros(())
 
         if cfg.head == "flow":
@@ -110,13 +111,9 @@ class VLAModel(nn.Module):
             pred = self.action_head.velocity(x_t, t, rep(context), rep(mask), rep(batch["state"]),
                                              rep(batch["state_mask"]), tm, rep(batch["embodiment_id"]))
             loss_flow, per_row = masked_mse(pred, velocity, tm)
-            counts = tm.flatten(1).sum(1)
             fam_r = rep(fam)
-            for f in fam_r.unique().tolist():
-                sel = fam_r == f
-                acc = per_family.setdefault(f, [0.0, 0, 0.0, 0])
-                acc[0] += float(per_row[sel].sum().detach())
-                acc[1] += int(counts[sel].sum())
+            acc[:, 0].index_add_(0, fam_r, per_row.detach().double())
+            acc[:, 1].index_add_(0, fam_r, tm.flatten(1).sum(1).double())
             out["loss/flow"] = loss_flow.detach()
             total = total + loss_flow
 
@@ -130,18 +127,15 @@ class VLAModel(nn.Module):
             ce = nn.functional.cross_entropy(logits.float(), nxt[sel], reduction="none")
             rows = sel.nonzero()[:, 0]
             loss_lm = ce.sum() / sel.sum().clamp(min=1)
-            for f in fam.unique().tolist():
-                in_f = fam[rows] == f
-                acc = per_family.setdefault(f, [0.0, 0, 0.0, 0])
-                acc[2] += float(ce[in_f].sum().detach())
-                acc[3] += int(in_f.sum())
+            acc[:, 2].index_add_(0, fam[rows], ce.detach().double())
+            acc[:, 3].index_add_(0, fam[rows], torch.ones_like(ce, dtype=torch.float64))
             out["loss/lm"] = loss_lm.detach()
             total = total + loss_lm
         elif any(p.requires_grad for p in self.backbone.lm.get_output_embeddings().parameters()):
             # keep every parameter in the graph (DDP without find_unused_parameters): a zero-weight term
             total = total + 0.0 * self.backbone.logits(hidden[:, :1]).sum()
 
-        for f, (se, n, ce_sum, m) in sorted(per_family.items()):
+        for f, (se, n, ce_sum, m) in enumerate(acc.tolist()):  # one device sync for all the metrics
             if n or m:
                 out[f"loss/{FAMILIES[f]}"] = (se / max(n, 1) if n else 0.0) + (ce_sum / max(m, 1) if m else 0.0)
         out["loss"] = total
@@ -171,6 +165,8 @@ class VLAModel(nn.Module):
     def _decode_tokens(self, batch: dict) -> torch.Tensor:
         """Greedy decoding of action tokens, row by row with a KV cache, constrained to the action id
         range; decoded into the dims ``target_mask`` asks for (others exactly 0)."""
+        from transformers import DynamicCache
+
         cfg = self.config
         tm = batch["target_mask"].bool()
         b, h, a = tm.shape
@@ -187,8 +183,6 @@ class VLAModel(nn.Module):
             input_ids, attn = row["input_ids"][:, :n], row["attention_mask"][:, :n]
             fixed = cfg.discrete_tokenizer == "bins"
             budget = h * len(dims) if fixed else 4 * h * len(dims) + 8
-            from transformers import DynamicCache
-
             cache = DynamicCache()
             vision, vision_mask = self._vision(row)
             hid, _, _, cache = self.backbone(input_ids, attn, row["state"], row["state_mask"], vision, vision_mask,

@@ -322,3 +322,23 @@ def test_cross_attention_cache_changes_nothing(model_and_batch):
         plain = model.action_head.velocity(*args)
         cached = model.action_head.velocity(*args, kv_cache=model.action_head.dit.cross_kv(ctx))
     assert torch.equal(plain, cached)
+
+
+def test_processor_truncates_long_prompts_and_names_bad_input():
+    from vlaflow.models.vla import VLAProcessor
+
+    cfg = small_config(max_prompt_tokens=24)
+    proc = VLAProcessor(cfg)
+    s = make_samples(1)[0]
+    s["instruction"] = "pick up the red block and put it in the bowl " * 20
+    batch = proc([s, make_samples(1)[1]])
+    assert batch["input_ids"].shape[1] == 24 and batch["attention_mask"][0].sum() == 24
+    tail = proc.tokenizer.decode(batch["input_ids"][0][-4:])
+    assert tail.endswith("assistant\n")  # the generation header survives truncation
+    bad = dict(s, vision=np.zeros((1, 2, VD)))
+    with pytest.raises(ValueError, match=r"vision features of shape \(1, 2, 16\) do not match the model"):
+        proc([bad])
+    with pytest.raises(ValueError, match="unknown task family 'cooking'"):
+        proc([dict(s, task_family="cooking")])
+    with pytest.raises(KeyError, match="'ur5' is not one this model was built for"):
+        proc([dict(s, embodiment="ur5")])

@@ -48,7 +48,8 @@ class VLAConfig:
     # -- beyond the contract (defaults keep the contract's behaviour) --
     discrete_bins: int = 256           # bins head: uniform bins over [-1, 1]
     fast_tokenizer: str | None = None  # fast head: folder of a fitted FASTTokenizer (tokenization/tokenizers/fast.py)
-    max_prompt_tokens: int = 256       # prompts are truncated to this many text tokens (left part kept)
+    max_prompt_tokens: int = 256       # prompts are truncated to this many text tokens (head and tail kept)
+    max_conversation_tokens: int = 1024  # VL conversations are cut (right) to this many tokens
     state_in_backbone: bool = True     # also splice a state token into the backbone's input (the DiT always gets it)
     dit_dropout: float = 0.0
     time_scale: float = 0.999          # t = (1 - Beta(a, b)) * time_scale  (GR00T N1.7)
@@ -72,7 +73,7 @@ class VLAConfig:
              f"{self.discrete_tokenizer!r} is not one of {', '.join(DISCRETE_TOKENIZERS)}")
         for key in ("horizon", "action_dim", "state_dim", "dit_layers", "dit_heads", "dit_head_dim", "dit_hidden",
                     "num_inference_steps", "t_repeat", "vision_dim", "vision_tokens", "discrete_bins",
-                    "max_prompt_tokens"):
+                    "max_prompt_tokens", "max_conversation_tokens"):
             v = getattr(self, key)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, key, f"expected an integer >= 1, got {v!r}")
         need(self.backbone_layers is None or (isinstance(self.backbone_layers, int) and self.backbone_layers >= 1),

@@ -13,13 +13,17 @@ Discrete targets: the chunk's *own* dimensions are the positions whose mask is T
 major order: every own value of step 0, then step 1, …). Bins give one token per (step, own dim) and the
 label of a (step, dim) the mask marks False is -100 (the token stays in the input, it just is not
 learned); FAST encodes the [H, own dims] chunk (masked entries 0) as a whole.
+
+Vision-language rows (a ``conversation``, no action) go through ``tokenization.prompts.render_conversation``:
+labels on the assistant turns, ``<image>`` markers dropped (the cameras are the backbone's prefix), cut to
+``max_conversation_tokens``.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from vlaflow.tokenization.prompts import IGNORE, PromptBuilder
+from vlaflow.tokenization.prompts import IGNORE, PromptBuilder, render_conversation
 
 from .backbone import action_tokenizer
 from .config import FAMILIES, VLAConfig
@@ -28,42 +32,6 @@ from .config import FAMILIES, VLAConfig
 def own_dims(target_mask: np.ndarray) -> np.ndarray:
     """Indices of the action dims a chunk supervises at any step."""
     return np.flatnonzero(np.asarray(target_mask, bool).any(0))
-
-
-def _conversation_fallback(tokenizer, template: str, system: str, conversation: list[dict]) -> tuple[list, list]:
-    """Local rendering of a VL conversation until ``prompts.render_conversation`` (issue 17) lands:
-    every turn through the chat template, labels on the assistant turns (their text and end-of-turn)."""
-    sentinel = "\u2063VLAFLOW_TURN\u2063"
-    msgs = ([{"role": "system", "content": system}] if system else [])
-    ids: list[int] = []
-    labels: list[int] = []
-    for turn in conversation:
-        role, text = turn["role"], str(turn.get("text", turn.get("content", "")))
-        rendered = tokenizer.apply_chat_template(msgs + [{"role": role, "content": sentinel}], tokenize=False,
-                                                 chat_template=template)
-        before = tokenizer.apply_chat_template(msgs, tokenize=False, chat_template=template) if msgs else ""
-        head, tail = rendered[len(before):].split(sentinel)
-        h = tokenizer(head, add_special_tokens=False)["input_ids"]
-        b = tokenizer(text, add_special_tokens=False)["input_ids"]
-        t = tokenizer(tail, add_special_tokens=False)["input_ids"]
-        ids += h + b + t
-        labels += [IGNORE] * len(h) + ((b + t) if role == "assistant" else [IGNORE] * (len(b) + len(t)))
-        msgs.append({"role": role, "content": text})
-    return ids, labels
-
-
-def render_conversation(tokenizer, template: str, system: str, conversation: list[dict]) -> tuple[list, list]:
-    """VL hook: ``tokenization.prompts.render_conversation`` when it exists (issue 17), else the fallback."""
-    try:
-        from vlaflow.tokenization.prompts import render_conversation as shared
-    except ImportError:
-        return _conversation_fallback(tokenizer, template, system, conversation)
-    out = shared(tokenizer, system, conversation)
-    if isinstance(out, dict):
-        return list(out["input_ids"]), list(out["labels"])
-    if isinstance(out, tuple):
-        return list(out[0]), list(out[1])
-    return list(out.input_ids), list(out.labels)
 
 
 class VLAProcessor:
@@ -113,8 +81,11 @@ class VLAProcessor:
     def encode_prompt(self, sample: dict, *, with_target: bool) -> tuple[list[int], list[int]]:
         """(input_ids, labels) of one sample; ``with_target`` adds the discrete action tokens."""
         system, instruction = sample.get("embodiment_prompt") or "", sample.get("instruction") or ""
-        if sample.get("conversation"):
-            return render_conversation(self.tokenizer, self.prompts.template, system, sample["conversation"])
+        if sample.get("conversation"):  # a vision-language row (issue 17): labels on the assistant turns
+            p = render_conversation(self.tokenizer, system, list(sample["conversation"]),
+                                    chat_template=self.prompts.template,
+                                    max_length=self.config.max_conversation_tokens)
+            return list(p.input_ids), list(p.labels)
         if self.config.head == "discrete" and with_target:
             mask = np.asarray(sample["target_mask"], bool)
             dims = own_dims(mask)

@@ -119,13 +119,15 @@ def test_vision_language_rows_train_only_the_lm_loss():
     act = samples(1)[0]
     vl = dict(act, task_family="vision_language", target_mask=np.zeros_like(act["target_mask"]),
               state_mask=np.zeros_like(act["state_mask"]),
-              conversation=[{"role": "user", "text": "What is on the table?"},
+              conversation=[{"role": "user", "text": "<image>\nWhat is on the table?"},
                             {"role": "assistant", "text": "a red cup"}])
     batch = proc([act, vl])
     lab = batch["labels"]
     assert (lab[0] == IGNORE).all() and (lab[1] != IGNORE).any()
     answer = model.tokenizer.decode(lab[1][lab[1] != IGNORE])
     assert answer.startswith("a red cup") and "What is" not in answer
+    text = model.tokenizer.decode(batch["input_ids"][1])
+    assert "What is on the table?" in text and "<image>" not in text  # vision comes as the prefix instead
     g = torch.Generator().manual_seed(0)
     noise, t = torch.randn(batch["target"].shape, generator=g), torch.rand(2, generator=g)
     out = model(batch, noise=noise, time=t)

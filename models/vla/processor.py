@@ -151,13 +151,22 @@ class VLAProcessor:
             "vision": torch.from_numpy(vision), "vision_mask": torch.from_numpy(vision_mask),
             "state": torch.from_numpy(state), "state_mask": torch.from_numpy(state_mask),
             "target": torch.from_numpy(target), "target_mask": torch.from_numpy(target_mask),
-            "embodiment_id": torch.tensor([cfg.embodiment_id(s["embodiment"]) if cfg.embodiments else 0
-                                           for s in samples], dtype=torch.long),
+            "embodiment_id": torch.tensor([self._embodiment_id(s) for s in samples], dtype=torch.long),
             "family_id": torch.tensor([family_id(s) for s in samples], dtype=torch.long),
         }
         if cfg.vision == "encoder":
             batch["pixel_values"], batch["vision_mask"] = self._pixels(samples)
         return batch
+
+    def _embodiment_id(self, sample: dict) -> int:
+        """Index of the row's embodiment in ``config.embodiments``. A vision-language row (a conversation, no
+        action target: ``embodiment = "no_body"``) needs no per-embodiment layer and gets 0 when its
+        embodiment is not listed; any other unknown embodiment is an error."""
+        name = sample.get("embodiment", "")
+        if self.config.embodiments and name not in self.config.embodiments and sample.get("conversation") \
+                and not np.asarray(sample.get("target_mask", False)).any():
+            return 0
+        return self.config.embodiment_id(name)
 
     def _pixels(self, samples: list[dict]):
         """Raw frames (bytes or HxWx3 uint8, per camera) → the encoder's own preprocessing."""

@@ -117,13 +117,14 @@ def test_vision_language_rows_train_only_the_lm_loss():
     model = VLAModel(cfg)
     proc = model.processor()
     act = samples(1)[0]
-    vl = dict(act, task_family="vision_language", target_mask=np.zeros_like(act["target_mask"]),
+    vl = dict(act, task_family="vision_language", embodiment="no_body", target_mask=np.zeros_like(act["target_mask"]),
               state_mask=np.zeros_like(act["state_mask"]),
               conversation=[{"role": "user", "text": "<image>\nWhat is on the table?"},
                             {"role": "assistant", "text": "a red cup"}])
     batch = proc([act, vl])
     lab = batch["labels"]
     assert (lab[0] == IGNORE).all() and (lab[1] != IGNORE).any()
+    assert batch["embodiment_id"].tolist() == [0, 0]  # a VL row needs no per-embodiment layer
     answer = model.tokenizer.decode(lab[1][lab[1] != IGNORE])
     assert answer.startswith("a red cup") and "What is" not in answer
     text = model.tokenizer.decode(batch["input_ids"][1])

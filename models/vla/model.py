@@ -48,7 +48,7 @@ class VLAModel(nn.Module):
             self.action_head = FlowActionHead(
                 config.action_dim, config.state_dim, config.horizon, self.backbone.hidden_size,
                 config.num_embodiments, hidden=config.dit_hidden, layers=config.dit_layers, heads=config.dit_heads,
-                head_dim=config.dit_head_dim, dropout=config.dit_dropout)
+                head_dim=config.dit_head_dim, dropout=config.dit_dropout, state_dropout=config.state_dropout)
         else:
             self.action_tokens = action_tokenizer(config, self.tokenizer)
 

@@ -342,3 +342,27 @@ def test_processor_truncates_long_prompts_and_names_bad_input():
         proc([dict(s, task_family="cooking")])
     with pytest.raises(KeyError, match="'ur5' is not one this model was built for"):
         proc([dict(s, embodiment="ur5")])
+
+
+def test_state_dropout_hides_the_state_in_training_only(model_and_batch):
+    model, _, batch = model_and_batch
+    head = model.action_head
+    with torch.no_grad():
+        hidden, mask, _, _ = model.encode(model._to_device(batch))
+        ctx = head.condition(hidden)
+        x, t = torch.randn(batch["target"].shape), torch.full((len(batch["target"]),), 0.5)
+
+        def v(state):
+            return head.velocity(x, t, ctx, mask, state, batch["state_mask"], batch["target_mask"],
+                                 batch["embodiment_id"])
+
+        other = batch["state"] + 1.0
+        head.state_dropout = 1.0  # every row dropped (the config allows up to < 1)
+        try:
+            head.train()
+            assert torch.equal(v(batch["state"]), v(other))
+            head.eval()
+            assert not torch.equal(v(batch["state"]), v(other))
+        finally:
+            head.state_dropout = 0.0
+            head.eval()

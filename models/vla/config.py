@@ -52,6 +52,7 @@ class VLAConfig:
     max_conversation_tokens: int = 1024  # VL conversations are cut (right) to this many tokens
     state_in_backbone: bool = True     # also splice a state token into the backbone's input (the DiT always gets it)
     dit_dropout: float = 0.0
+    dit_alternate_vl: bool = False     # GR00T N1.6+ AlternateVLDiT: cross blocks alternate text / image tokens
     state_dropout: float = 0.0         # GR00T N1.7 uses 0.8: drop a row's state features in training
     time_scale: float = 0.999          # t = (1 - Beta(a, b)) * time_scale  (GR00T N1.7)
     backbone_dtype: str = "float32"    # the LM's weights: float32 | bfloat16 | float16 (projectors/head stay fp32)

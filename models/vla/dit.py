@@ -161,11 +161,32 @@ class DiT(nn.Module):
         that one call only — the next observation has another context."""
         return {i: b.attn.keys_values(context) for i, b in enumerate(self.blocks) if b.cross}
 
+    @staticmethod
+    def block_masks(context_mask: torch.Tensor, image_mask: torch.Tensor | None, n_blocks: int,
+                    text_every: int = 2) -> list[torch.Tensor]:
+        """Each block's cross-attention mask. Without ``image_mask`` every block sees the whole context;
+        with it (GR00T N1.6+ ``AlternateVLDiT``) cross block i attends to the non-image tokens when
+        ``i % (2·text_every) == 0`` and to the image tokens otherwise. A row with none of the chosen kind
+        (no camera) keeps its whole context: an all-masked attention row would be NaN."""
+        if image_mask is None:
+            return [context_mask] * n_blocks
+        ctx = context_mask.bool()
+        text, image = ctx & ~image_mask, ctx & image_mask
+
+        def usable(m):
+            return torch.where(m.any(1, keepdim=True), m, ctx)
+
+        text, image = usable(text), usable(image)
+        return [text if i % (2 * text_every) == 0 else image for i in range(n_blocks)]
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                context_mask: torch.Tensor | None = None, kv_cache: dict | None = None) -> torch.Tensor:
+                context_mask: torch.Tensor | None = None, kv_cache: dict | None = None,
+                image_mask: torch.Tensor | None = None) -> torch.Tensor:
         temb = self.timestep_encoder(t)
+        masks = self.block_masks(context_mask, image_mask, len(self.blocks)) if context_mask is not None \
+            else [None] * len(self.blocks)
         for i, block in enumerate(self.blocks):
-            x = block(x, temb, context, context_mask, kv=None if kv_cache is None else kv_cache.get(i))
+            x = block(x, temb, context, masks[i], kv=None if kv_cache is None else kv_cache.get(i))
         shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)
         return self.proj_out_2(self.norm_out(x) * (1 + scale[:, None]) + shift[:, None])
 
@@ -200,7 +221,8 @@ class FlowActionHead(nn.Module):
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
                  state: torch.Tensor, state_mask: torch.Tensor, target_mask: torch.Tensor,
-                 embodiment_id: torch.Tensor, kv_cache: dict | None = None) -> torch.Tensor:
+                 embodiment_id: torch.Tensor, kv_cache: dict | None = None,
+                 image_mask: torch.Tensor | None = None) -> torch.Tensor:
         zero = torch.zeros((), dtype=x_t.dtype, device=x_t.device)
         sm = state_mask.bool()
         s_in = torch.cat([torch.where(sm, state, zero), sm.to(state.dtype)], dim=-1)
@@ -210,6 +232,6 @@ class FlowActionHead(nn.Module):
             s = torch.where(keep, s, zero)
         a = self.action_encoder(torch.where(target_mask, x_t, zero), t, embodiment_id)  # [B, H, inner]
         seq = torch.cat([s, a], dim=1) + self.position[:, : 1 + x_t.shape[1]]
-        out = self.dit(seq, t, context, context_mask, kv_cache)
+        out = self.dit(seq, t, context, context_mask, kv_cache, image_mask)
         v = self.action_decoder(out[:, -x_t.shape[1]:], embodiment_id)
         return torch.where(target_mask, v, zero)

@@ -74,6 +74,14 @@ class VLAModel(nn.Module):
             return self.vision_encoder.features(batch["pixel_values"], batch["vision_mask"]), batch["vision_mask"]
         return batch["vision"], batch["vision_mask"]
 
+    def image_mask(self, mask: torch.Tensor, prefix_len: int) -> torch.Tensor | None:
+        """[B, S] True at the vision tokens (prefix positions 1..P-1) when the DiT alternates text/image."""
+        if not self.config.dit_alternate_vl:
+            return None
+        img = torch.zeros_like(mask, dtype=torch.bool)
+        img[:, 1:prefix_len] = True
+        return img
+
     def encode(self, batch: dict, input_ids=None, attention_mask=None):
         vision, vision_mask = self._vision(batch)
         return self.backbone(batch["input_ids"] if input_ids is None else input_ids,
@@ -108,8 +116,10 @@ class VLAModel(nn.Module):
             noise = noise.to(target.device, target.dtype)
             x_t, velocity = interpolate(target, noise, t, tm)
             context = self.action_head.condition(hidden)
+            img = self.image_mask(mask, prefix_len)
             pred = self.action_head.velocity(x_t, t, rep(context), rep(mask), rep(batch["state"]),
-                                             rep(batch["state_mask"]), tm, rep(batch["embodiment_id"]))
+                                             rep(batch["state_mask"]), tm, rep(batch["embodiment_id"]),
+                                             image_mask=None if img is None else rep(img))
             loss_flow, per_row = masked_mse(pred, velocity, tm)
             fam_r = rep(fam)
             acc[:, 0].index_add_(0, fam_r, per_row.detach().double())
@@ -148,8 +158,9 @@ class VLAModel(nn.Module):
         batch = self._to_device(batch)
         if self.config.head == "discrete":
             return self._decode_tokens(batch)
-        hidden, mask, _, _ = self.encode(batch)
+        hidden, mask, prefix_len, _ = self.encode(batch)
         context = self.action_head.condition(hidden)
+        img = self.image_mask(mask, prefix_len)
         tm = batch["target_mask"].bool()
         noise = torch.randn(tm.shape, dtype=context.dtype, generator=generator,
                             device=generator.device if generator is not None else context.device).to(context.device)
@@ -158,7 +169,7 @@ class VLAModel(nn.Module):
 
         def velocity(x, t):
             return head.velocity(x, t, context, mask, batch["state"], batch["state_mask"], tm, batch["embodiment_id"],
-                                 kv_cache=kv)
+                                 kv_cache=kv, image_mask=img)
 
         return euler_sample(velocity, noise, tm, num_steps or self.config.num_inference_steps)
 

@@ -196,10 +196,11 @@ class VLAModel(nn.Module):
             budget = h * len(dims) if fixed else 4 * h * len(dims) + 8
             cache = DynamicCache()
             vision, vision_mask = self._vision(row)
-            hid, _, _, cache = self.backbone(input_ids, attn, row["state"], row["state_mask"], vision, vision_mask,
-                                             past_key_values=cache)
+            hid, seen, _, cache = self.backbone(input_ids, attn, row["state"], row["state_mask"], vision, vision_mask,
+                                                past_key_values=cache)
             last = hid[:, -1]
-            full_len = hid.shape[1]
+            seen = seen.long()  # the prompt's mask (a missing camera stays masked while generating)
+            one = torch.ones((1, 1), dtype=torch.long, device=tm.device)
             produced: list[int] = []
             for _ in range(budget):
                 logits = self.backbone.logits(last).float()[0]
@@ -214,8 +215,8 @@ class VLAModel(nn.Module):
                 if fixed and len(produced) == budget:
                     break
                 emb = self.backbone.lm.get_input_embeddings()(torch.tensor([[nxt]], device=tm.device))
-                full_len += 1
-                o, cache = self.backbone.run(emb, torch.ones((1, full_len), dtype=torch.long, device=tm.device), cache)
+                seen = torch.cat([seen, one], 1)
+                o, cache = self.backbone.run(emb, seen, cache)
                 last = o[:, -1]
             chunk = self.action_tokens.decode(produced, len(dims), h)
             out[i][:, torch.as_tensor(dims, device=tm.device)] = torch.as_tensor(chunk, dtype=torch.float32,

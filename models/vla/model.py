@@ -155,6 +155,8 @@ class VLAModel(nn.Module):
     @torch.no_grad()
     def sample_actions(self, batch: dict, num_steps: int | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
+        if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
+            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
         batch = self._to_device(batch)
         if self.config.head == "discrete":
             return self._decode_tokens(batch)

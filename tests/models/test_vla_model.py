@@ -128,6 +128,8 @@ def test_sampled_chunks_are_exactly_zero_outside_the_mask(model_and_batch):
     actions = model.sample_actions(batch, num_steps=2, generator=torch.Generator().manual_seed(0))
     assert (actions[~tm] == 0).all()
     assert (actions[tm] != 0).float().mean() > 0.99
+    with pytest.raises(ValueError, match="num_steps must be an integer >= 1"):
+        model.sample_actions(batch, num_steps=0)
 
 
 def test_t_repeat_trains_several_draws_per_backbone_pass():

@@ -1,0 +1,350 @@
+"""``vlaflow export lerobot``: one dataset of a corpus written in LeRobot's v3.0 layout, without LeRobot.
+
+LeRobot has one schema per dataset, so one vlaflow dataset (one embodiment) becomes one LeRobot dataset:
+
+- ``action`` / ``observation.state``: the padded vectors sliced to the values the dataset ever fills (the
+  union of its masks, in slot order: the embodiment's own slots), named by slot value (``arm.joint_pos[3]``),
+  which the ``lerobot`` converter maps straight back;
+- cameras: ``observation.images.<role>``, ``image`` features (the stored image bytes, never re-encoded; frames
+  stored as video are decoded and written as PNG) or, with ``video``, one H.264 MP4 per camera and data file,
+  the episodes one after another (``from_timestamp`` / ``to_timestamp`` per episode);
+- the instruction of each row is its task (``meta/tasks.parquet``); a row's ``timestamp`` is
+  ``frame_index / fps``;
+- ``meta/stats.json``: min, max, mean, std, count and the q01/q10/q50/q90/q99 LeRobot reads, exact, per feature
+  (images: per channel in [0, 1], from up to 8 frames per episode, as LeRobot samples them);
+- ``meta/vlaflow/embodiment.yaml``: the embodiment spec, so the round trip knows a custom robot.
+
+Data files roll over past ``DATA_FILE_MB`` of Arrow data, one row group per episode; videos follow their data
+file. Per-step masks, ``action_valid`` and the raw source values have no LeRobot field and are not written.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+from vlaflow.media import ClipEncoder, decode_rgb, encode_image
+from vlaflow.schemas import ACTION, STATE, Col, EpCol, InputError
+from vlaflow.schemas.conventions import parse_fps
+
+from .corpus import Corpus
+
+CODEBASE_VERSION = "v3.0"
+CHUNKS_SIZE = 1000
+DATA_FILE_MB = 100
+VIDEO_FILE_MB = 200
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+IMAGE_STAT_FRAMES = 8  # frames per episode sampled for image statistics
+MODES = ("images", "video")
+
+
+@dataclass
+class ExportResult:
+    path: str
+    episodes: int
+    frames: int
+    tasks: int
+    cameras: dict[str, str]  # LeRobot key -> dtype
+    action_names: list[str]
+    state_names: list[str]
+    files: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _paths(chunk_file: int) -> tuple[int, int]:
+    return chunk_file // CHUNKS_SIZE, chunk_file % CHUNKS_SIZE
+
+
+def _fmt(template: str, n: int, **kw) -> str:
+    c, f = _paths(n)
+    return template.format(chunk_index=c, file_index=f, **kw)
+
+
+def _used_positions(corpus: Corpus, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Value positions any row of the dataset fills (union of its action / state masks)."""
+    amask, smask = np.zeros(ACTION.width, bool), np.zeros(STATE.width, bool)
+    for root, shard in corpus.shards(dataset):
+        with root.out.fs.open_input_file(root.out.path(shard.path)) as f:
+            t = pq.read_table(f, columns=[Col.ACTION_MASK, Col.STATE_MASK])
+        for col, acc, width in ((Col.ACTION_MASK, amask, ACTION.width), (Col.STATE_MASK, smask, STATE.width)):
+            flat = pc.list_flatten(t[col].combine_chunks()).to_numpy(zero_copy_only=False)
+            acc |= flat.reshape(-1, width).any(axis=0)
+    return np.nonzero(amask)[0], np.nonzero(smask)[0]
+
+
+class _Stats:
+    """Exact per-feature statistics over every row (numbers) or sampled frames (images, per channel)."""
+
+    def __init__(self):
+        self.parts: dict[str, list[np.ndarray]] = {}
+        self.frames: dict[str, int] = {}  # image key -> frames sampled (LeRobot's image count)
+
+    def add(self, key: str, values: np.ndarray) -> None:
+        self.parts.setdefault(key, []).append(np.asarray(values, np.float64))
+
+    def to_json(self, image_keys: set[str]) -> dict:
+        out = {}
+        for key, parts in self.parts.items():
+            x = np.concatenate(parts)
+            x = x.reshape(len(x), -1)
+            shape = (3, 1, 1) if key in image_keys else (x.shape[1],)  # images: per channel, as LeRobot's
+            d = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0)}
+            for q in QUANTILES:
+                d[f"q{int(round(q * 100)):02d}"] = np.quantile(x, q, axis=0)
+            out[key] = {k: v.reshape(shape).tolist() for k, v in d.items()}
+            out[key]["count"] = [int(self.frames.get(key, len(x)))]
+        return out
+
+
+class _Writer:
+    """Data parquet files (one row group per episode) and, in video mode, one MP4 per camera per data file."""
+
+    def __init__(self, root: Path, schema: pa.Schema, video_keys: list[str], fps, gop: int):
+        self.root, self.schema, self.video_keys, self.fps, self.gop = root, schema, video_keys, fps, gop
+        self.file = -1
+        self.writer: pq.ParquetWriter | None = None
+        self.bytes = 0
+        self.encoders: dict[str, ClipEncoder] = {}
+        self.video_frames = 0  # frames in the current video files
+        self.video_shape: dict[str, tuple[int, int]] = {}
+        self.files = 0
+
+    def _open(self) -> None:
+        self.close()
+        self.file += 1
+        path = self.root / _fmt(DATA_PATH, self.file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
+        self.bytes = 0
+        self.encoders = {k: ClipEncoder(self.fps, "h264", self.gop) for k in self.video_keys}
+        self.video_frames = 0
+        self.files += 1
+
+    def write(self, table: pa.Table, frames: dict[str, list[np.ndarray]]) -> tuple[int, float]:
+        """Append one episode; returns (data file index, the episode's start time in its video files)."""
+        if self.writer is None or self.bytes > DATA_FILE_MB * 1e6:
+            self._open()
+        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.bytes += table.nbytes
+        start = self.video_frames / float(self.fps)
+        for key, rgbs in frames.items():
+            enc = self.encoders[key]
+            for rgb in rgbs:
+                enc.add(rgb)
+            if rgbs:
+                h, w = rgbs[0].shape[:2]
+                self.video_shape[key] = (h & ~1, w & ~1)
+        self.video_frames += table.num_rows
+        return self.file, start
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+            for key, enc in self.encoders.items():
+                data = enc.finish()
+                path = self.root / _fmt(VIDEO_PATH, self.file, video_key=key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                self.files += 1
+            self.encoders = {}
+
+
+def _feature_vec(names: list[str]) -> dict:
+    return {"dtype": "float32", "shape": [len(names)], "names": names}
+
+
+def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", overwrite: bool = False,
+                   gop: int = 2) -> ExportResult:
+    """Write ``dataset`` of the corpus at ``output`` as a LeRobot v3.0 dataset folder ``to``."""
+    if mode not in MODES:
+        raise InputError(f"export mode must be one of {MODES}, got {mode!r}")
+    corpus = Corpus.open(output)
+    infos = corpus.datasets()
+    if dataset not in infos:
+        raise InputError(f"dataset {dataset!r} is not in {output}; it has {sorted(infos)}")
+    info = infos[dataset]
+    eps = corpus.episodes()
+    eps = eps.filter(pc.equal(eps[EpCol.DATASET].cast(pa.string()), dataset))
+    if eps.num_rows == 0:
+        raise InputError(f"dataset {dataset!r} has no episodes to export")
+    embodiments = sorted(set(eps[EpCol.EMBODIMENT].cast(pa.string()).to_pylist()))
+    if len(embodiments) != 1:
+        raise InputError(f"dataset {dataset!r} mixes embodiments {embodiments}; LeRobot holds one per dataset")
+    emb = corpus.embodiments().get(embodiments[0])
+    dest = Path(to)
+    if dest.exists() and any(dest.iterdir()):
+        if not overwrite:
+            raise InputError(f"{to} exists and is not empty (pass --overwrite to replace it)")
+        if not (dest / "meta" / "info.json").is_file():
+            raise InputError(f"{to} is not a LeRobot dataset folder; refusing to delete it")
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+
+    fps = parse_fps(info["fps"])
+    fps_out = int(fps) if fps.denominator == 1 else float(fps)
+    apos, spos = _used_positions(corpus, dataset)
+    anames = [ACTION.value_names()[i] for i in apos]
+    snames = [STATE.value_names()[i] for i in spos]
+    warnings: list[str] = []
+    roles = [r for r in info.get("cameras", {}) if not r.startswith("depth")]
+    skipped = [r for r in info.get("cameras", {}) if r.startswith("depth")]
+    if skipped:
+        warnings.append(f"depth cameras {skipped} are not exported (LeRobot images are 8-bit RGB)")
+    keys = {r: f"observation.images.{r}" for r in roles}
+    dtype = "video" if mode == "video" else "image"
+    video_keys = [keys[r] for r in roles] if mode == "video" else []
+
+    fields = [pa.field("action", pa.list_(pa.float32(), len(anames)))]
+    if snames:
+        fields.append(pa.field("observation.state", pa.list_(pa.float32(), len(snames))))
+    if mode == "images":
+        fields += [pa.field(keys[r], pa.struct([("bytes", pa.binary()), ("path", pa.string())])) for r in roles]
+    fields += [pa.field("timestamp", pa.float32()), pa.field("frame_index", pa.int64()),
+               pa.field("episode_index", pa.int64()), pa.field("index", pa.int64()), pa.field("task_index", pa.int64())]
+    schema = pa.schema(fields)
+    writer = _Writer(dest, schema, video_keys, fps, gop)
+    stats = _Stats()
+    tasks: dict[str, int] = {}
+    rows_meta: list[dict] = []
+    shapes: dict[str, tuple[int, int]] = {}
+    index = 0
+    rng = np.random.default_rng(0)
+    cols = [Col.EPISODE_ID, Col.ACTION, Col.STATE, Col.INSTRUCTION, Col.IMAGES, Col.VIDEOS]
+    for ep_i, eid in enumerate(eps[EpCol.EPISODE_ID].to_pylist()):
+        t = corpus.read_episode(eid, columns=cols)
+        n = t.num_rows
+        action = pc.list_flatten(t[Col.ACTION].combine_chunks()).to_numpy(zero_copy_only=False).reshape(n, -1)[:, apos]
+        state = pc.list_flatten(t[Col.STATE].combine_chunks()).to_numpy(zero_copy_only=False).reshape(n, -1)[:, spos]
+        instr = [str(s or "") for s in t[Col.INSTRUCTION].cast(pa.string()).to_pylist()]
+        task_idx = [tasks.setdefault(s, len(tasks)) for s in instr]
+        frame_index = np.arange(n, dtype=np.int64)
+        ts = (frame_index / float(fps)).astype(np.float32)
+        columns = {"action": pa.FixedSizeListArray.from_arrays(pa.array(action.astype(np.float32).reshape(-1)), len(anames))}
+        if snames:
+            columns["observation.state"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(state.astype(np.float32).reshape(-1)), len(snames))
+        frames_for_video: dict[str, list[np.ndarray]] = {}
+        sample = set(np.linspace(0, n - 1, min(n, IMAGE_STAT_FRAMES)).round().astype(int).tolist())
+        for r in roles:
+            encoded, rgbs = _camera(corpus, eid, r, t, need_rgb=mode == "video")
+            key = keys[r]
+            if mode == "images":
+                columns[key] = pa.array([{"bytes": b, "path": None} for b in encoded], schema.field(key).type)
+                for i in sorted(sample):
+                    rgb = decode_rgb(encoded[i], f"{eid}: {r} step {i}")
+                    shapes.setdefault(key, rgb.shape[:2])
+                    stats.add(key, _pixel_sample(rgb, rng))
+            else:
+                frames_for_video[key] = rgbs
+                shapes.setdefault(key, rgbs[0].shape[:2])
+                for i in sorted(sample):
+                    stats.add(key, _pixel_sample(rgbs[i], rng))
+            stats.frames[key] = stats.frames.get(key, 0) + len(sample)
+        columns.update(timestamp=pa.array(ts), frame_index=pa.array(frame_index),
+                       episode_index=pa.array(np.full(n, ep_i, np.int64)),
+                       index=pa.array(np.arange(index, index + n, dtype=np.int64)),
+                       task_index=pa.array(np.asarray(task_idx, np.int64)))
+        table = pa.table([columns[f.name] for f in schema], schema=schema)
+        file_i, start = writer.write(table, frames_for_video)
+        for name, arr in (("action", action), ("observation.state", state if snames else None),
+                          ("timestamp", ts), ("frame_index", frame_index), ("episode_index", np.full(n, ep_i)),
+                          ("index", np.arange(index, index + n)), ("task_index", np.asarray(task_idx))):
+            if arr is not None:
+                stats.add(name, np.asarray(arr).reshape(n, -1))
+        c, f = _paths(file_i)
+        row = {"episode_index": ep_i, "tasks": list(dict.fromkeys(instr)), "length": n,
+               "data/chunk_index": c, "data/file_index": f, "dataset_from_index": index,
+               "dataset_to_index": index + n}
+        for key in video_keys:
+            row.update({f"videos/{key}/chunk_index": c, f"videos/{key}/file_index": f,
+                        f"videos/{key}/from_timestamp": start, f"videos/{key}/to_timestamp": start + n / float(fps)})
+        row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+        rows_meta.append(row)
+        index += n
+    writer.close()
+    if mode == "video":
+        shapes.update(writer.video_shape)
+
+    features = {"action": _feature_vec(anames)}
+    if snames:
+        features["observation.state"] = _feature_vec(snames)
+    for r in roles:
+        key = keys[r]
+        h, w = shapes.get(key, (0, 0))
+        ft = {"dtype": dtype, "shape": [int(h), int(w), 3], "names": ["height", "width", "channels"]}
+        if mode == "video":
+            ft["info"] = {"video.height": int(h), "video.width": int(w), "video.codec": "h264",
+                          "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps_out,
+                          "video.channels": 3, "has_audio": False}
+        features[key] = ft
+    features.update({"timestamp": {"dtype": "float32", "shape": [1], "names": None},
+                     "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+                     "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+                     "index": {"dtype": "int64", "shape": [1], "names": None},
+                     "task_index": {"dtype": "int64", "shape": [1], "names": None}})
+    meta = dest / "meta"
+    (meta / "vlaflow").mkdir(parents=True, exist_ok=True)
+    info_json = {
+        "codebase_version": CODEBASE_VERSION, "robot_type": emb.id, "total_episodes": len(rows_meta),
+        "total_frames": index, "total_tasks": len(tasks), "chunks_size": CHUNKS_SIZE,
+        "data_files_size_in_mb": DATA_FILE_MB, "video_files_size_in_mb": VIDEO_FILE_MB, "fps": fps_out,
+        "splits": {"train": f"0:{len(rows_meta)}"}, "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH if mode == "video" else None, "features": features,
+    }
+    (meta / "info.json").write_text(json.dumps(info_json, indent=4))
+    image_keys = {keys[r] for r in roles}
+    (meta / "stats.json").write_text(json.dumps(stats.to_json(image_keys), indent=4))
+    _write_tasks(meta / "tasks.parquet", tasks)
+    ep_path = dest / EPISODES_PATH
+    ep_path.parent.mkdir(parents=True, exist_ok=True)
+    ep_table = pa.Table.from_pylist(rows_meta)
+    pq.write_table(ep_table, str(ep_path))
+    (meta / "vlaflow" / "embodiment.yaml").write_text(yaml.safe_dump(emb.to_dict(), sort_keys=False))
+    (meta / "vlaflow" / "source.json").write_text(json.dumps(
+        {"corpus": output, "dataset": dataset, "embodiment": emb.id, "mode": mode,
+         "action_positions": [int(i) for i in apos], "state_positions": [int(i) for i in spos]}, indent=2))
+    return ExportResult(str(dest), len(rows_meta), index, len(tasks), {keys[r]: dtype for r in roles}, anames, snames,
+                        writer.files, warnings)
+
+
+def _camera(corpus: Corpus, eid: str, role: str, t: pa.Table, need_rgb: bool) -> tuple[list[bytes], list[np.ndarray]]:
+    """One camera of an episode: its stored image bytes (kept as they are) and, when asked, RGB arrays.
+    Frames stored as video are decoded and written as PNG."""
+    images = t[Col.IMAGES].combine_chunks()
+    cells = images.field(role).to_pylist() if role in t.schema.field(Col.IMAGES).type.names else [None] * t.num_rows
+    if all(c and c.get("bytes") is not None for c in cells) and not need_rgb:
+        return [c["bytes"] for c in cells], []
+    rgbs = corpus.frames(eid, role)
+    if need_rgb:
+        return [], rgbs
+    return [encode_image(rgb, "png") for rgb in rgbs], []
+
+
+def _pixel_sample(rgb: np.ndarray, rng, k: int = 4096) -> np.ndarray:
+    """Up to ``k`` pixels of a frame, in [0, 1], [k, 3]."""
+    px = rgb.reshape(-1, rgb.shape[-1])[:, :3].astype(np.float64) / 255.0
+    if len(px) > k:
+        px = px[rng.choice(len(px), k, replace=False)]
+    return px
+
+
+def _write_tasks(path: Path, tasks: dict[str, int]) -> None:
+    """LeRobot's layout: a pandas frame indexed by the task string, one ``task_index`` column."""
+    import pandas as pd
+
+    df = pd.DataFrame({"task_index": list(tasks.values())}, index=list(tasks.keys()))
+    df.to_parquet(path)
+
+
+__all__ = ["export_lerobot", "ExportResult", "MODES"]

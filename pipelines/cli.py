@@ -305,6 +305,33 @@ def features(output: str = typer.Argument(..., help="a corpus root (folder or UR
         raise typer.Exit(1)
 
 
+export_app = typer.Typer(no_args_is_help=True, help="Write one dataset of a corpus in another project's format.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("lerobot")
+def export_lerobot(output: str = typer.Argument(..., help="a corpus root (folder or URI) or a corpus YAML"),
+                   dataset: str = typer.Option(..., help="the dataset to export (one embodiment)"),
+                   to: str = typer.Option(..., help="folder to write the LeRobot v3.0 dataset into"),
+                   video: bool = typer.Option(False, "--video/--images", help="cameras as MP4 (H.264) videos, or "
+                                              "as image bytes in the parquet (default; stored bytes kept as they are)"),
+                   gop: int = typer.Option(2, help="--video: keyframe interval in frames (LeRobot's default is 2)"),
+                   overwrite: bool = typer.Option(False, help="replace an existing LeRobot dataset at --to")) -> None:
+    """A dataset as LeRobot v3.0 (meta/info.json, stats.json, tasks, episodes, data, videos): loads in
+    lerobot's LeRobotDataset(repo_id, root=DIR), converts back with `--converter lerobot`."""
+    from .export_lerobot import export_lerobot as run
+
+    try:
+        res = run(output, dataset, to, mode="video" if video else "images", overwrite=overwrite, gop=gop)
+    except (VlaflowError, OSError) as err:
+        _fail(err)
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    cams = ", ".join(f"{k} ({v})" for k, v in res.cameras.items()) or "none"
+    console.print(f"LeRobot v3.0 → {res.path}: {res.episodes} episodes, {res.frames} frames, {res.tasks} task(s); "
+                  f"action {len(res.action_names)} values, state {len(res.state_names)}; cameras {cams}")
+
+
 def main() -> None:
     try:
         app()

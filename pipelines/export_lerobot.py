@@ -221,7 +221,13 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
     index = 0
     rng = np.random.default_rng(0)
     cols = [Col.EPISODE_ID, Col.ACTION, Col.STATE, Col.INSTRUCTION, Col.IMAGES, Col.VIDEOS]
-    for ep_i, eid in enumerate(eps[EpCol.EPISODE_ID].to_pylist()):
+    # Episodes grouped by split (first-seen order), so each split is one ``start:stop`` range of episode indices
+    ids, splits = eps[EpCol.EPISODE_ID].to_pylist(), [str(s or "train") for s in eps[EpCol.SPLIT].to_pylist()]
+    order = sorted(range(len(ids)), key=lambda i: list(dict.fromkeys(splits)).index(splits[i]))
+    split_ranges: dict[str, list[int]] = {}
+    for ep_i, eid in enumerate(ids[i] for i in order):
+        split = splits[order[ep_i]]
+        split_ranges.setdefault(split, [ep_i, ep_i])[1] = ep_i + 1
         t = corpus.read_episode(eid, columns=cols)
         n = t.num_rows
         action = pc.list_flatten(t[Col.ACTION].combine_chunks()).to_numpy(zero_copy_only=False).reshape(n, -1)[:, apos]
@@ -299,7 +305,7 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
         "codebase_version": CODEBASE_VERSION, "robot_type": emb.id, "total_episodes": len(rows_meta),
         "total_frames": index, "total_tasks": len(tasks), "chunks_size": CHUNKS_SIZE,
         "data_files_size_in_mb": DATA_FILE_MB, "video_files_size_in_mb": VIDEO_FILE_MB, "fps": fps_out,
-        "splits": {"train": f"0:{len(rows_meta)}"}, "data_path": DATA_PATH,
+        "splits": {k: f"{a}:{b}" for k, (a, b) in split_ranges.items()}, "data_path": DATA_PATH,
         "video_path": VIDEO_PATH if mode == "video" else None, "features": features,
     }
     (meta / "info.json").write_text(json.dumps(info_json, indent=4))

@@ -332,6 +332,26 @@ def export_lerobot(output: str = typer.Argument(..., help="a corpus root (folder
                   f"action {len(res.action_names)} values, state {len(res.state_names)}; cameras {cams}")
 
 
+@app.command()
+def report(output: str = typer.Argument(..., help="a corpus root (folder or URI) or a corpus YAML"),
+           to: str = typer.Option(..., help="folder to write index.html and its PNGs into"),
+           episodes: int = typer.Option(2, help="episodes sampled per dataset"),
+           frames: int = typer.Option(6, help="frames per camera strip"),
+           seed: int = typer.Option(0, help="sampling seed")) -> None:
+    """A static HTML page to look at a corpus: counts, ledger, quarantine reasons, slot distributions from
+    stats.json, and a PNG per sampled episode (frames, instruction, slots over time, paths, 2D tracks)."""
+    from .report import build_report
+
+    try:
+        res = build_report(output, to, per_dataset=episodes, seed=seed, n_frames=frames)
+    except (VlaflowError, OSError) as err:
+        _fail(err)
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"report → {res.path}: {len(res.episodes)} episode PNG(s), {len(res.histograms)} distribution "
+                  "PNG(s)")
+
+
 def main() -> None:
     try:
         app()

@@ -11,11 +11,12 @@ LeRobot has one schema per dataset, so one vlaflow dataset (one embodiment) beco
 - the instruction of each row is its task (``meta/tasks.parquet``); a row's ``timestamp`` is
   ``frame_index / fps``;
 - ``meta/stats.json``: min, max, mean, std, count and the q01/q10/q50/q90/q99 LeRobot reads, exact, per feature
-  (images: per channel in [0, 1], from up to 8 frames per episode, as LeRobot samples them);
+  (images: per channel in [0, 1], exact over the pixels of up to 8 frames per episode, as LeRobot samples them);
 - ``meta/vlaflow/embodiment.yaml``: the embodiment spec, so the round trip knows a custom robot.
 
-Data files roll over past ``DATA_FILE_MB`` of Arrow data, one row group per episode; videos follow their data
-file. Per-step masks, ``action_valid`` and the raw source values have no LeRobot field and are not written.
+Data files roll over past ``DATA_FILE_MB`` of Arrow data or when a camera's MP4 passes ``VIDEO_FILE_MB`` (an
+MP4 is built in memory until its file closes), one row group per episode, never an episode across files; the
+videos of a data file share its index. Per-step masks, ``action_valid`` and the raw source values have no LeRobot field and are not written.
 """
 from __future__ import annotations
 
@@ -83,26 +84,43 @@ def _used_positions(corpus: Corpus, dataset: str) -> tuple[np.ndarray, np.ndarra
 
 
 class _Stats:
-    """Exact per-feature statistics over every row (numbers) or sampled frames (images, per channel)."""
+    """Exact statistics: numbers over every row; images per channel from 256-bin histograms of the sampled
+    frames' pixels (exact for 8-bit values, constant memory), in [0, 1] as LeRobot keeps them."""
 
     def __init__(self):
         self.parts: dict[str, list[np.ndarray]] = {}
+        self.hists: dict[str, np.ndarray] = {}  # image key -> [3, 256] pixel counts
         self.frames: dict[str, int] = {}  # image key -> frames sampled (LeRobot's image count)
 
     def add(self, key: str, values: np.ndarray) -> None:
-        self.parts.setdefault(key, []).append(np.asarray(values, np.float64))
+        self.parts.setdefault(key, []).append(np.asarray(values, np.float32))
 
-    def to_json(self, image_keys: set[str]) -> dict:
+    def add_image(self, key: str, rgb: np.ndarray) -> None:
+        h = self.hists.setdefault(key, np.zeros((3, 256), np.int64))
+        for c in range(3):
+            h[c] += np.bincount(rgb[..., c].reshape(-1), minlength=256)[:256]
+        self.frames[key] = self.frames.get(key, 0) + 1
+
+    def to_json(self) -> dict:
         out = {}
         for key, parts in self.parts.items():
-            x = np.concatenate(parts)
+            x = np.concatenate(parts).astype(np.float64)
             x = x.reshape(len(x), -1)
-            shape = (3, 1, 1) if key in image_keys else (x.shape[1],)  # images: per channel, as LeRobot's
             d = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0)}
             for q in QUANTILES:
                 d[f"q{int(round(q * 100)):02d}"] = np.quantile(x, q, axis=0)
-            out[key] = {k: v.reshape(shape).tolist() for k, v in d.items()}
-            out[key]["count"] = [int(self.frames.get(key, len(x)))]
+            out[key] = {k: v.reshape(-1).tolist() for k, v in d.items()} | {"count": [len(x)]}
+        v = np.arange(256) / 255.0
+        for key, h in self.hists.items():
+            n = h.sum(axis=1, keepdims=True).astype(np.float64)
+            mean = (h * v).sum(axis=1) / n[:, 0]
+            std = np.sqrt(np.maximum((h * v ** 2).sum(axis=1) / n[:, 0] - mean ** 2, 0.0))
+            cdf = np.cumsum(h, axis=1) / n
+            d = {"min": np.asarray([v[np.nonzero(r)[0][0]] for r in h]),
+                 "max": np.asarray([v[np.nonzero(r)[0][-1]] for r in h]), "mean": mean, "std": std}
+            for q in QUANTILES:
+                d[f"q{int(round(q * 100)):02d}"] = v[np.argmax(cdf >= q, axis=1)]
+            out[key] = {k: val.reshape(3, 1, 1).tolist() for k, val in d.items()} | {"count": [self.frames[key]]}
         return out
 
 
@@ -132,7 +150,8 @@ class _Writer:
 
     def write(self, table: pa.Table, frames: dict[str, list[np.ndarray]]) -> tuple[int, float]:
         """Append one episode; returns (data file index, the episode's start time in its video files)."""
-        if self.writer is None or self.bytes > DATA_FILE_MB * 1e6:
+        video_bytes = max((enc.buf.tell() for enc in self.encoders.values()), default=0)
+        if self.writer is None or self.bytes > DATA_FILE_MB * 1e6 or video_bytes > VIDEO_FILE_MB * 1e6:
             self._open()
         self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.bytes += table.nbytes
@@ -219,7 +238,6 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
     rows_meta: list[dict] = []
     shapes: dict[str, tuple[int, int]] = {}
     index = 0
-    rng = np.random.default_rng(0)
     cols = [Col.EPISODE_ID, Col.ACTION, Col.STATE, Col.INSTRUCTION, Col.IMAGES, Col.VIDEOS]
     # Episodes grouped by split (first-seen order), so each split is one ``start:stop`` range of episode indices
     ids, splits = eps[EpCol.EPISODE_ID].to_pylist(), [str(s or "train") for s in eps[EpCol.SPLIT].to_pylist()]
@@ -250,13 +268,12 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
                 for i in sorted(sample):
                     rgb = decode_rgb(encoded[i], f"{eid}: {r} step {i}")
                     shapes.setdefault(key, rgb.shape[:2])
-                    stats.add(key, _pixel_sample(rgb, rng))
+                    stats.add_image(key, rgb)
             else:
                 frames_for_video[key] = rgbs
                 shapes.setdefault(key, rgbs[0].shape[:2])
                 for i in sorted(sample):
-                    stats.add(key, _pixel_sample(rgbs[i], rng))
-            stats.frames[key] = stats.frames.get(key, 0) + len(sample)
+                    stats.add_image(key, rgbs[i])
         columns.update(timestamp=pa.array(ts), frame_index=pa.array(frame_index),
                        episode_index=pa.array(np.full(n, ep_i, np.int64)),
                        index=pa.array(np.arange(index, index + n, dtype=np.int64)),
@@ -309,8 +326,7 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
         "video_path": VIDEO_PATH if mode == "video" else None, "features": features,
     }
     (meta / "info.json").write_text(json.dumps(info_json, indent=4))
-    image_keys = {keys[r] for r in roles}
-    (meta / "stats.json").write_text(json.dumps(stats.to_json(image_keys), indent=4))
+    (meta / "stats.json").write_text(json.dumps(stats.to_json(), indent=4))
     _write_tasks(meta / "tasks.parquet", tasks)
     ep_path = dest / EPISODES_PATH
     ep_path.parent.mkdir(parents=True, exist_ok=True)
@@ -335,14 +351,6 @@ def _camera(corpus: Corpus, eid: str, role: str, t: pa.Table, need_rgb: bool) ->
     if need_rgb:
         return [], rgbs
     return [encode_image(rgb, "png") for rgb in rgbs], []
-
-
-def _pixel_sample(rgb: np.ndarray, rng, k: int = 4096) -> np.ndarray:
-    """Up to ``k`` pixels of a frame, in [0, 1], [k, 3]."""
-    px = rgb.reshape(-1, rgb.shape[-1])[:, :3].astype(np.float64) / 255.0
-    if len(px) > k:
-        px = px[rng.choice(len(px), k, replace=False)]
-    return px
 
 
 def _write_tasks(path: Path, tasks: dict[str, int]) -> None:

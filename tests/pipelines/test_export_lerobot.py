@@ -188,3 +188,24 @@ def test_lerobot_loads_the_export(corpus, tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     res = json.loads((tmp_path / "check.json").read_text())["results"]
     assert [r["frames"] for r in res] == [18, 20]
+
+
+def test_files_roll_over_without_splitting_an_episode(corpus, tmp_path, monkeypatch):
+    import vlaflow.pipelines.export_lerobot as ex
+
+    _, root = corpus
+    monkeypatch.setattr(ex, "DATA_FILE_MB", 1e-6)  # every episode past the limit: one file each
+    res = export_lerobot(str(root), "aloha_video", str(tmp_path / "lr"), mode="video")
+    eps = pq.read_table(tmp_path / "lr/meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    key = "videos/observation.images.primary"
+    assert [(e["data/file_index"], e[f"{key}/file_index"], e[f"{key}/from_timestamp"]) for e in eps] == [
+        (0, 0, 0.0), (1, 1, 0.0)]
+    assert res.files == 4 and len(list((tmp_path / "lr/videos").rglob("*.mp4"))) == 2
+    _, back = _back(tmp_path / "lr")
+    c, ids = _episodes(root, "aloha_video")
+    for eid, ep in zip(ids, back):
+        np.testing.assert_array_equal(ep.action, _column(c.read_episode(eid), "action"))
+    if LEROBOT_PY.exists():
+        out = subprocess.run([str(LEROBOT_PY), str(REPO / "benchmarks/lerobot_check.py"), str(tmp_path / "lr")],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

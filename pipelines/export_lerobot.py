@@ -4,7 +4,8 @@ LeRobot has one schema per dataset, so one vlaflow dataset (one embodiment) beco
 
 - ``action`` / ``observation.state``: the padded vectors sliced to the values the dataset ever fills (the
   union of its masks, in slot order: the embodiment's own slots), named by slot value (``arm.joint_pos[3]``),
-  which the ``lerobot`` converter maps straight back;
+  which the ``lerobot`` converter maps straight back; a dataset without slots (generic embodiment) exports its
+  raw source values (``action_raw`` / ``state_raw``, named by ``action_raw_keys``) instead;
 - cameras: ``observation.images.<role>``, ``image`` features (the stored image bytes, never re-encoded; frames
   stored as video are decoded and written as PNG) or, with ``video``, one H.264 MP4 per camera and data file,
   the episodes one after another (``from_timestamp`` / ``to_timestamp`` per episode);
@@ -216,6 +217,18 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
     anames = [ACTION.value_names()[i] for i in apos]
     snames = [STATE.value_names()[i] for i in spos]
     warnings: list[str] = []
+    # A dataset without normalized slots (generic embodiment): its raw source values instead
+    first = corpus.read_episode(eps[EpCol.EPISODE_ID][0].as_py(), columns=[Col.EPISODE_ID, Col.ACTION_RAW,
+                                                                             Col.STATE_RAW])
+    raw_width = {c: len(first[c][0].as_py() or []) for c in (Col.ACTION_RAW, Col.STATE_RAW)}
+    use_raw = {Col.ACTION_RAW: not len(apos) and raw_width[Col.ACTION_RAW] > 0,
+               Col.STATE_RAW: not len(spos) and raw_width[Col.STATE_RAW] > 0}
+    if use_raw[Col.ACTION_RAW]:
+        anames = _raw_names(info.get("action_raw_keys") or [], raw_width[Col.ACTION_RAW], "action_raw")
+        warnings.append("no normalized action slots: `action` holds the raw source values (action_raw)")
+    if use_raw[Col.STATE_RAW]:
+        snames = _raw_names(info.get("state_raw_keys") or [], raw_width[Col.STATE_RAW], "state_raw")
+        warnings.append("no normalized state slots: `observation.state` holds the raw source values (state_raw)")
     roles = [r for r in info.get("cameras", {}) if not r.startswith("depth")]
     skipped = [r for r in info.get("cameras", {}) if r.startswith("depth")]
     if skipped:
@@ -238,7 +251,8 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
     rows_meta: list[dict] = []
     shapes: dict[str, tuple[int, int]] = {}
     index = 0
-    cols = [Col.EPISODE_ID, Col.ACTION, Col.STATE, Col.INSTRUCTION, Col.IMAGES, Col.VIDEOS]
+    cols = [Col.EPISODE_ID, Col.ACTION, Col.STATE, Col.ACTION_RAW, Col.STATE_RAW, Col.INSTRUCTION, Col.IMAGES,
+            Col.VIDEOS]
     # Episodes grouped by split (first-seen order), so each split is one ``start:stop`` range of episode indices
     ids, splits = eps[EpCol.EPISODE_ID].to_pylist(), [str(s or "train") for s in eps[EpCol.SPLIT].to_pylist()]
     order = sorted(range(len(ids)), key=lambda i: list(dict.fromkeys(splits)).index(splits[i]))
@@ -248,8 +262,10 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
         split_ranges.setdefault(split, [ep_i, ep_i])[1] = ep_i + 1
         t = corpus.read_episode(eid, columns=cols)
         n = t.num_rows
-        action = pc.list_flatten(t[Col.ACTION].combine_chunks()).to_numpy(zero_copy_only=False).reshape(n, -1)[:, apos]
-        state = pc.list_flatten(t[Col.STATE].combine_chunks()).to_numpy(zero_copy_only=False).reshape(n, -1)[:, spos]
+        action = _values(t, Col.ACTION_RAW, len(anames), eid) if use_raw[Col.ACTION_RAW] else \
+            _values(t, Col.ACTION, ACTION.width, eid)[:, apos]
+        state = _values(t, Col.STATE_RAW, len(snames), eid) if use_raw[Col.STATE_RAW] else \
+            _values(t, Col.STATE, STATE.width, eid)[:, spos]
         instr = [str(s or "") for s in t[Col.INSTRUCTION].cast(pa.string()).to_pylist()]
         task_idx = [tasks.setdefault(s, len(tasks)) for s in instr]
         frame_index = np.arange(n, dtype=np.int64)
@@ -351,6 +367,17 @@ def _camera(corpus: Corpus, eid: str, role: str, t: pa.Table, need_rgb: bool) ->
     if need_rgb:
         return [], rgbs
     return [encode_image(rgb, "png") for rgb in rgbs], []
+
+
+def _values(t: pa.Table, col: str, width: int, eid: str) -> np.ndarray:
+    flat = pc.list_flatten(t[col].combine_chunks()).to_numpy(zero_copy_only=False)
+    if flat.size != t.num_rows * width:
+        raise InputError(f"{eid}: {col} is not {width} values per step; LeRobot needs one width per dataset")
+    return np.asarray(flat).reshape(t.num_rows, width)
+
+
+def _raw_names(keys: list[str], width: int, prefix: str) -> list[str]:
+    return list(keys) if len(keys) == width else [f"{prefix}[{i}]" for i in range(width)]
 
 
 def _write_tasks(path: Path, tasks: dict[str, int]) -> None:

@@ -41,7 +41,7 @@ def corpus(tmp_path_factory):
     """The LeRobot fixtures and a synthetic Bridge dataset ingested into one root; aloha twice, once as MP4."""
     tmp = tmp_path_factory.mktemp("export")
     root = tmp / "corpus"
-    for name in ("so100_images", "aloha_video"):
+    for name in ("so100_images", "aloha_video", "custom_arm"):
         run_ingest(IngestConfig("lerobot", str(_fixture(name)), str(root), executor="local"))
     run_ingest(IngestConfig("lerobot", str(_fixture("aloha_video")), str(root),
                             ConverterOptions(extra={"storage": "mp4", "dataset": "aloha_mp4"}), executor="local"))
@@ -209,3 +209,16 @@ def test_files_roll_over_without_splitting_an_episode(corpus, tmp_path, monkeypa
         out = subprocess.run([str(LEROBOT_PY), str(REPO / "benchmarks/lerobot_check.py"), str(tmp_path / "lr")],
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_a_dataset_without_slots_exports_its_raw_values(corpus, tmp_path):
+    _, root = corpus
+    res = export_lerobot(str(root), "custom_arm", str(tmp_path / "lr"))
+    assert res.action_names == ["action[a]", "action[b]", "action[c]"] and res.state_names == []
+    assert any("raw source values" in w for w in res.warnings)
+    conv, back = _back(tmp_path / "lr")
+    assert conv.datasets()[0].embodiment == "generic"
+    c, ids = _episodes(root, "custom_arm")
+    for eid, ep in zip(ids, back):
+        np.testing.assert_array_equal(ep.action_raw, _column(c.read_episode(eid), "action_raw"))
+        assert not ep.action_mask.any()

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from vlaflow.converters.lerobot.converter import EXPORT_EMBODIMENT
 from vlaflow.media import ClipEncoder, decode_rgb, encode_image
 from vlaflow.schemas import ACTION, STATE, Col, EpCol, InputError
 from vlaflow.schemas.conventions import parse_fps
@@ -348,7 +349,7 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
     ep_path.parent.mkdir(parents=True, exist_ok=True)
     ep_table = pa.Table.from_pylist(rows_meta)
     pq.write_table(ep_table, str(ep_path))
-    (meta / "vlaflow" / "embodiment.yaml").write_text(yaml.safe_dump(emb.to_dict(), sort_keys=False))
+    (dest / EXPORT_EMBODIMENT).write_text(yaml.safe_dump(emb.to_dict(), sort_keys=False))  # read back on import
     (meta / "vlaflow" / "source.json").write_text(json.dumps(
         {"corpus": output, "dataset": dataset, "embodiment": emb.id, "mode": mode,
          "action_positions": [int(i) for i in apos], "state_positions": [int(i) for i in spos]}, indent=2))

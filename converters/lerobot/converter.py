@@ -10,7 +10,6 @@ reason (``errors.py``) and the unit goes on.
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from vlaflow.media import PyAVDecoder, UndecodableVideo, probe
+from vlaflow.media import PyAVDecoder, probe
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError, NonFiniteValue, step_timestamps_ns
 from vlaflow.schemas.conventions import NS_PER_S
 from vlaflow.schemas.names import is_safe_rel, safe_component
@@ -37,18 +36,10 @@ from . import errors as E
 from .mapping import builtin_specs, camera_roles, choose_spec, export_spec, named_steps, spec_keys
 from .meta import DEFAULT_FEATURES, EpisodeMeta, LeRobotMeta, looks_like_lerobot, read_meta
 
-log = logging.getLogger(__name__)
-
 TIMESTAMP_TOLERANCE_S = 1e-4  # LeRobot's own check_timestamps_sync default
 EXPORT_EMBODIMENT = "meta/vlaflow/embodiment.yaml"  # written by `vlaflow export lerobot`
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, pa.ArrowException)
 _HUB_SNAPSHOT = re.compile(r"datasets--[^/]+--([^/]+)/snapshots/[^/]+/?$")
-
-
-@dataclass(frozen=True)
-class _Unlisted:
-    code: str
-    reason: str
 
 
 class LeRobotConverter(Converter):
@@ -354,10 +345,7 @@ class _VideoCache:
                                    f"the episode needs a frame at {want_ns[i] / 1e9:.3f} s (step {i} of {n})")
             raise E.TimestampMismatch(f"episode {e.index}: {ref.key} has no frame within {tol / 1e6:.1f} ms of "
                                       f"{want_ns[i] / 1e9:.3f} s (step {i})")
-        try:
-            got = dict(dec.frames(sorted(set(pick.tolist()))))
-        except UndecodableVideo:
-            raise
+        got = dict(dec.frames(sorted(set(pick.tolist()))))  # UndecodableVideo: a named rejection
         rgb = (got[int(i)] for i in pick)
         if storage.as_video:
             return None, storage.clip(rgb, fps)

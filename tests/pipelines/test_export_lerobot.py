@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from vlaflow.converters import ConverterOptions
+from vlaflow.converters import ConverterOptions, describe
 from vlaflow.converters.base import Rejected
 from vlaflow.converters.lerobot import LeRobotConverter
 from vlaflow.converters.openx_rlds.synth import write_sample_dataset
@@ -23,6 +23,7 @@ from vlaflow.pipelines.cli import app
 from vlaflow.pipelines.corpus import Corpus
 from vlaflow.pipelines.export_lerobot import export_lerobot
 from vlaflow.pipelines.ingest import IngestConfig, run_ingest
+from vlaflow.pipelines.validate import validate_output
 from vlaflow.schemas import ACTION, InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +49,14 @@ def corpus(tmp_path_factory):
     bridge = write_sample_dataset(tmp / "bridge_src", episodes=3, steps=4, shards=1, seed=0)
     run_ingest(IngestConfig("openx_rlds", str(bridge), str(root), executor="local"))
     return tmp, root
+
+
+def test_lerobot_written_datasets_convert_and_validate(corpus):
+    """The issue's first bar: datasets LeRobot wrote convert and pass every invariant of ``vlaflow validate``."""
+    _, root = corpus
+    problems, stats = validate_output(str(root), check_images=True)
+    assert problems == [] and stats["episodes"] == 3 + 2 + 2 + 2 + 6
+    assert "lerobot" in {r["name"] for r in describe()}
 
 
 def _back(path: Path):

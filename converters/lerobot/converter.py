@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +40,15 @@ TIMESTAMP_TOLERANCE_S = 1e-4  # LeRobot's own check_timestamps_sync default
 EXPORT_EMBODIMENT = "meta/vlaflow/embodiment.yaml"  # written by `vlaflow export lerobot`
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, pa.ArrowException)
 _HUB_SNAPSHOT = re.compile(r"datasets--[^/]+--([^/]+)/snapshots/[^/]+/?$")
+
+
+@dataclass(frozen=True)
+class UnitEpisodes:
+    """A work unit's payload: its episodes, and on one unit per data file every episode the metadata lists in
+    that file (so rows of an episode no listing owns are reported once)."""
+
+    episodes: tuple[EpisodeMeta, ...]
+    listed: tuple[int, ...] = ()
 
 
 class LeRobotConverter(Converter):
@@ -145,15 +154,22 @@ class LeRobotConverter(Converter):
     def work_units(self, target_bytes: int) -> list[WorkUnit]:
         m = self.meta
         groups: dict[tuple[str, str], list[EpisodeMeta]] = {}
+        listed: dict[str, list[int]] = {}
         for e in m.episodes:
             groups.setdefault((m.split_of(e.index), e.data_path), []).append(e)
+            listed.setdefault(e.data_path, []).append(e.index)
         units = []
+        last: dict[str, int] = {}  # data file -> its last unit, which also reports rows no listed episode owns
         for fi, ((split, rel), eps) in enumerate(groups.items()):
             source = str(m.root / rel) if rel else str(m.root)
             costs = self._costs(rel, eps)
             for a, b, acc in pack_ranges(costs, target_bytes):
+                last[rel] = len(units)
                 units.append(WorkUnit(source, split, eps[a].index, eps[b - 1].index + 1, max(acc, 1), 0, fi,
-                                      tuple(eps[a:b])))
+                                      UnitEpisodes(tuple(eps[a:b]))))
+        for rel, i in last.items():
+            if rel:
+                units[i] = replace(units[i], payload=replace(units[i].payload, listed=tuple(listed[rel])))
         return units
 
     def _costs(self, rel: str, eps: list[EpisodeMeta]) -> list[int]:
@@ -173,7 +189,7 @@ class LeRobotConverter(Converter):
         return f"{self.dataset}/{safe_component(split or 'all')}/episode_{index:06d}"
 
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
-        eps: tuple[EpisodeMeta, ...] = unit.payload
+        eps = unit.payload.episodes
         try:
             table = self._read_data(unit.source)
         except EpisodeError as err:
@@ -199,6 +215,13 @@ class LeRobotConverter(Converter):
                                    e.length)
         finally:
             videos.close()
+        if unit.payload.listed and ep_col is not None:
+            extra, counts = np.unique(ep_col, return_counts=True)
+            for idx, count in zip(extra.tolist(), counts.tolist()):
+                if idx not in unit.payload.listed:
+                    yield Rejected(self.episode_key(unit.split, int(idx)), E.UnlistedEpisode.code,
+                                   f"{count} rows of episode {idx} in {Path(unit.source).name}, which the metadata "
+                                   "does not list", unit.source, int(count))
 
     def _read_data(self, path: str) -> pa.Table:
         if not Path(path).is_file():

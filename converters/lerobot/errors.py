@@ -57,3 +57,9 @@ class MissingEpisodeMetadata(EpisodeError):
     """An episode the metadata lists with fields missing or unusable (no length, no data file index...)."""
 
     code = "missing_episode_metadata"
+
+
+class UnlistedEpisode(FeatureMismatch):
+    """Rows of an episode index the metadata does not list (an episodes table out of step with the data)."""
+
+    code = "unlisted_episode"

@@ -249,3 +249,13 @@ def test_spec_options(lr, tmp_path):
     np.testing.assert_allclose(_slot(ACTION, "arm.gripper", ep.action)[:, 0], np.asarray(exp["action"])[:, 5],
                                atol=1e-5)
     assert load_spec_file(spec)["dataset"] == "mine"
+
+
+def test_rows_of_an_episode_the_metadata_does_not_list(lr, tmp_path):
+    src = lr.copy_fixture(SO100, tmp_path)
+    lr.edit_episodes(src, lambda rows: rows.pop(2))  # the data keeps episode 2's rows, the listing drops it
+    conv, eps, rej = lr.convert(src)
+    assert len(eps) == 2 and _codes(rej) == {"000002": "unlisted_episode"} and rej[0].steps == 6
+    units = conv.work_units(1)  # one unit per episode: only the file's last one reports the orphan rows
+    items = [i for u in units for i in conv.read(u)]
+    assert len(units) == 2 and [getattr(i, "code", None) for i in items] == [None, None, "unlisted_episode"]

@@ -159,12 +159,16 @@ class _Writer:
         self.bytes += table.nbytes
         start = self.video_frames / float(self.fps)
         for key, rgbs in frames.items():
+            sizes = {(rgb.shape[0] & ~1, rgb.shape[1] & ~1) for rgb in rgbs} | (
+                {self.video_shape[key]} if key in self.video_shape else set())
+            if len(sizes) > 1:
+                raise InputError(f"{key}: frames of several sizes {sorted(sizes)}; a LeRobot video feature has one "
+                                 "shape (export with --images)")
             enc = self.encoders[key]
             for rgb in rgbs:
                 enc.add(rgb)
-            if rgbs:
-                h, w = rgbs[0].shape[:2]
-                self.video_shape[key] = (h & ~1, w & ~1)
+            if sizes:
+                self.video_shape[key] = sizes.pop()
         self.video_frames += table.num_rows
         return self.file, start
 

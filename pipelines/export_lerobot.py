@@ -215,7 +215,15 @@ def export_lerobot(output: str, dataset: str, to: str, mode: str = "images", ove
             raise InputError(f"{to} is not a LeRobot dataset folder; refusing to delete it")
         shutil.rmtree(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write(corpus, output, dataset, info, eps, emb, dest, mode, gop)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # no half-written dataset (it would block a rerun's --overwrite)
+        raise
 
+
+def _write(corpus: Corpus, output: str, dataset: str, info: dict, eps: pa.Table, emb, dest: Path, mode: str,
+           gop: int) -> ExportResult:
     fps = parse_fps(info["fps"])
     fps_out = int(fps) if fps.denominator == 1 else float(fps)
     apos, spos = _used_positions(corpus, dataset)

@@ -173,6 +173,8 @@ def test_errors_are_one_line(corpus, tmp_path):
     with pytest.raises(InputError, match="not a LeRobot dataset folder"):
         export_lerobot(str(root), "so100_images", str(tmp_path / "busy"), overwrite=True)
     assert (tmp_path / "busy/file.txt").exists()
+    with pytest.raises(InputError, match="export mode"):
+        export_lerobot(str(root), "so100_images", str(tmp_path / "m"), mode="gif")
     r = CliRunner().invoke(app, ["export", "lerobot", str(root), "--dataset", "nope", "--to", str(tmp_path / "b")])
     assert r.exit_code == 2 and "not in" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["export", "lerobot", str(root), "--dataset", "so100_images", "--to",
@@ -231,3 +233,17 @@ def test_a_dataset_without_slots_exports_its_raw_values(corpus, tmp_path):
     for eid, ep in zip(ids, back):
         np.testing.assert_array_equal(ep.action_raw, _column(c.read_episode(eid), "action_raw"))
         assert not ep.action_mask.any()
+
+
+def test_a_failed_export_leaves_no_half_written_folder(corpus, tmp_path, monkeypatch):
+    import vlaflow.pipelines.export_lerobot as ex
+
+    _, root = corpus
+
+    def boom(*a, **k):
+        raise InputError("camera frames of several sizes")
+
+    monkeypatch.setattr(ex, "_write_tasks", boom)  # fails after the data files are written
+    with pytest.raises(InputError, match="several sizes"):
+        export_lerobot(str(root), "so100_images", str(tmp_path / "lr"))
+    assert not (tmp_path / "lr").exists()

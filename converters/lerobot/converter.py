@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from vlaflow.media import PyAVDecoder, probe
+from vlaflow.media import PyAVDecoder, nearest_frames, probe
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError, NonFiniteValue, step_timestamps_ns
 from vlaflow.schemas.conventions import NS_PER_S
 from vlaflow.schemas.names import is_safe_rel, safe_component
@@ -356,9 +356,7 @@ class _VideoCache:
         tb = idx.time_base
         abs_ns = (idx.pts * tb.numerator * NS_PER_S + tb.denominator // 2) // tb.denominator
         want_ns = np.round((ref.from_s + np.arange(n) / float(fps)) * NS_PER_S).astype(np.int64)
-        right = np.clip(np.searchsorted(abs_ns, want_ns), 0, len(abs_ns) - 1)
-        left = np.clip(right - 1, 0, len(abs_ns) - 1)
-        pick = np.where(np.abs(abs_ns[left] - want_ns) <= np.abs(abs_ns[right] - want_ns), left, right)
+        pick = nearest_frames(abs_ns, want_ns)
         err = np.abs(abs_ns[pick] - want_ns)
         tol = int(NS_PER_S * 0.4 / float(fps))
         if (err > tol).any():

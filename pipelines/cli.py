@@ -24,7 +24,10 @@ def _disconnect_ray() -> None:
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    from rich.markup import escape
+
+    msg = "; ".join(x.strip() for x in str(err).splitlines() if x.strip())  # one line, whatever a library said
+    console.print(f"[bold red]error:[/] {escape(msg)}")
     raise typer.Exit(2)
 
 

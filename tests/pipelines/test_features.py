@@ -60,7 +60,18 @@ def _direct(model_dir: str, rgb: np.ndarray) -> np.ndarray:
         return model(**AutoImageProcessor.from_pretrained(model_dir)(images=[rgb], return_tensors="pt")).pooler_output[0].numpy()
 
 
-def _check_against_source(out: Path, model_dir: str, key: str, seed: int) -> None:
+def _direct_qwen(model_dir: str, rgb: np.ndarray) -> np.ndarray:
+    """The mean of what the whole Qwen2.5-VL model's get_image_features gives the LLM for this frame."""
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    batch = AutoImageProcessor.from_pretrained(model_dir)(images=[rgb], return_tensors="pt")
+    with torch.no_grad():
+        feats = model.get_image_features(batch["pixel_values"], image_grid_thw=batch["image_grid_thw"]).pooler_output
+    return feats[0].mean(0).numpy()
+
+
+def _check_against_source(out: Path, model_dir: str, key: str, seed: int, direct=_direct) -> None:
     """One feature per (step, camera) present, and three random rows equal a direct forward on the same frame."""
     fr = FeatureReader(str(out), key)
     reader = FrameReader(str(out))
@@ -81,7 +92,7 @@ def _check_against_source(out: Path, model_dir: str, key: str, seed: int) -> Non
                 continue
             for i in rng.choice(np.flatnonzero(present), 3, replace=False):  # three random rows
                 rgb = reader.frame(imgs[i], vids[i])
-                np.testing.assert_allclose(feats[i], _direct(model_dir, rgb), rtol=2e-3, atol=2e-3)
+                np.testing.assert_allclose(feats[i], direct(model_dir, rgb), rtol=2e-3, atol=2e-3)
                 checked += 1
     assert checked >= 3
 
@@ -141,6 +152,22 @@ def test_tokens_and_a_second_encoder_on_mp4_storage(corpora, models):
     dino = run_features(str(out), models["dino"], executor="local")
     assert dino.manifest["key"] == "dino" and dino.manifest["dim"] == 24 and dino.ledger["balanced"]
     assert FeatureReader(str(out), "dino").arrays(fr.shard(dino.manifest["shards"][0]["source"]), "primary")[1].all()
+
+
+def test_qwen2_5_vl_vision_tower_on_mp4_storage(corpora, tmp_path):
+    """The Qwen2.5-VL option end to end: only its vision tower runs, features equal get_image_features' mean."""
+    qwen = str(helpers.save_tiny_qwen_vl(tmp_path / "qwen25"))
+    out = corpora["mp4"]
+    res = run_features(str(out), qwen, tokens=4, executor="local")
+    m = res.manifest
+    assert res.ledger["balanced"] and res.ledger["failed"] == 0 and m["key"] == "qwen25"
+    assert (m["dim"], m["pooling"], m["encoder"]["model_class"]) == (40, "mean_merged_tokens",
+                                                                      "Qwen2_5_VisionTransformerPretrainedModel")
+    assert m["processor"]["merge_size"] == 2 and set(m["weights_sha256"]) == {"model.safetensors"}
+    _check_against_source(out, qwen, "qwen25", 2, _direct_qwen)
+    fr = FeatureReader(str(out), "qwen25")
+    toks, mask = fr.arrays(fr.shard(m["shards"][0]["source"], columns=["step_index"]), "wrist", tokens=True)
+    assert toks.shape[1:] == (4, 40) and mask.all()
 
 
 def test_a_corrupt_frame_is_recorded_not_fatal(tmp_path, models):

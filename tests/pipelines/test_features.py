@@ -352,10 +352,10 @@ def test_memory_is_bounded_and_the_bytes_do_not_change(tmp_path, monkeypatch):
     import vlaflow.pipelines.features as features
     from vlaflow.models import load_vision_encoder
 
-    torch.manual_seed(0)  # 32x32 frames in 4-px patches: 64 tokens of D=256, i.e. 32 KB of float16 tokens a frame
-    SiglipVisionModel(SiglipVisionConfig(image_size=32, patch_size=4, hidden_size=256, num_hidden_layers=1,
+    torch.manual_seed(0)  # 16 patches of D=256 pooled (up) to 64 tokens: 32 KB of float16 tokens a frame
+    SiglipVisionModel(SiglipVisionConfig(image_size=16, patch_size=4, hidden_size=256, num_hidden_layers=1,
                                          num_attention_heads=4, intermediate_size=64)).save_pretrained(tmp_path / "m")
-    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "m")
+    SiglipImageProcessor(size={"height": 16, "width": 16}).save_pretrained(tmp_path / "m")
     src = tmp_path / "src"
     write_sample_dataset(src, episodes=25, steps=8, shards=1)
     out = tmp_path / "out"

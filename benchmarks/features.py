@@ -18,6 +18,13 @@
     .venv/bin/python benchmarks/features.py                      # base SigLIP, CPU
     .venv/bin/python benchmarks/features.py --device cuda --episodes 40 --steps 20 --batch-size 64
     .venv/bin/python benchmarks/features.py --size tiny --json -
+    .venv/bin/python benchmarks/features.py --memory --episodes 75 --steps 20   # peak RSS of a task, --tokens 64
+
+5. ``--memory``: peak RSS growth of one task (``encode_shard``, ``--tokens 64``, a wide tiny SigLIP: D = 512,
+   64 KB of float16 tokens a frame) over one shard of ``--episodes`` x ``--steps`` distinct frames, each mode in
+   its own process: everything held in memory (what the stage did before: every distinct frame's tokens and the
+   whole output row group at once), the default limits (64 MB spill, 64 MB output row groups) and 8 MB limits;
+   the first two write byte-identical files (the row groups are the source's), the third the same rows.
 """
 from __future__ import annotations
 
@@ -86,6 +93,62 @@ def bare(encoder, frames: list[np.ndarray], batch: int) -> float:
     return len(frames) / (time.perf_counter() - t0)
 
 
+_MEMORY_TASK = """
+import json, resource, sys
+import numpy as np
+from vlaflow.models import load_vision_encoder
+from vlaflow.pipelines.features import encode_shard
+a = json.loads(sys.argv[1])
+enc = load_vision_encoder(a["model"], tokens=64)
+enc.encode([np.zeros((64, 64, 3), np.uint8)] * 32)  # warm-up: the baseline includes torch's own buffers
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+m = encode_shard(a["out"], a["shard"], a["dest"], enc, 32, "float16", 64, spill_bytes=a["limit"],
+                 row_group_bytes=a["limit"])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_rss_growth_mb": round((peak - base) / 1024, 1), "sha256": m["sha256"],
+                  "encoded": m["ledger"]["encoded"], "bytes": m["bytes"]}))
+"""
+
+
+def memory(args, work: Path) -> dict:
+    """Peak RSS growth of one features task per memory mode, each in a fresh process."""
+    import subprocess
+
+    import torch
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    from vlaflow.converters import ConverterOptions
+    from vlaflow.converters.openx_rlds.synth import write_sample_dataset
+    from vlaflow.pipelines.ingest import IngestConfig, run_ingest
+
+    torch.manual_seed(0)
+    model = work / "siglip-wide"
+    SiglipVisionModel(SiglipVisionConfig(image_size=16, patch_size=4, hidden_size=512, num_hidden_layers=1,
+                                         num_attention_heads=8, intermediate_size=128)).save_pretrained(model)
+    SiglipImageProcessor(size={"height": 16, "width": 16}).save_pretrained(model)
+    src = write_sample_dataset(work / "src-mem", episodes=args.episodes, steps=args.steps, shards=1)
+    out = work / "mem"
+    run_ingest(IngestConfig("openx_rlds", str(src), str(out), ConverterOptions(), executor="local"))
+    shard = str(sorted(out.glob("data/**/*.parquet"))[0].relative_to(out))
+    rows = pq.ParquetFile(out / shard).metadata.num_rows
+    report = {"shard_rows": rows, "source_row_groups": pq.ParquetFile(out / shard).num_row_groups, "modes": []}
+    for name, limit in (("all in memory (before)", 1 << 50), ("default limits (64 MB)", None),
+                        ("8 MB limits", 8 << 20)):
+        arg = {"model": str(model), "out": str(out), "shard": shard, "dest": f"mem-{len(report['modes'])}.parquet",
+               "limit": limit}
+        done = subprocess.run([sys.executable, "-c", _MEMORY_TASK, json.dumps(arg)], capture_output=True,
+                              text=True, check=True)
+        row = {"mode": name, **json.loads(done.stdout.strip().splitlines()[-1]),
+               "row_groups": pq.ParquetFile(out / arg["dest"]).num_row_groups}
+        row["distinct_token_mb"] = round(row["encoded"] * 64 * 512 * 2 / 2 ** 20, 1)
+        report["modes"].append(row)
+        print(json.dumps(row), file=sys.stderr)
+    shas = [m["sha256"] for m in report["modes"]]
+    report["default_identical_to_before"] = shas[0] == shas[1]
+    report["same_rows_at_8mb"] = pq.read_table(out / "mem-0.parquet").equals(pq.read_table(out / "mem-2.parquet"))
+    return report
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=("base", "tiny"), default="base")
@@ -98,7 +161,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--mp4", action="store_true", help="also time an --opt storage=mp4 ingest")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None, help="write the numbers as JSON ('-' = stdout)")
+    ap.add_argument("--memory", action="store_true", help="measure a task's peak RSS per memory mode instead")
     args = ap.parse_args(argv)
+    if args.memory:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="vlaflow-features-mem-"))
+        report = memory(args, work)
+        print(json.dumps(report, indent=1)) if args.json in (None, "-") else Path(args.json).write_text(json.dumps(report))
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+        return report
 
     from vlaflow.converters import ConverterOptions
     from vlaflow.converters.openx_rlds.synth import write_sample_dataset

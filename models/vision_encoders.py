@@ -269,7 +269,8 @@ def _resolve(id_or_path: str, tokens: int, dtype: str, device: str, revision: st
         model_class = type(skeleton).__name__
         tower_cfg = skeleton.config
         dim = int(getattr(tower_cfg, "hidden_size", 0) or tower_cfg.vision_config.hidden_size)
-        pooling = "pooler_output" if _has_pooler(skeleton) else "mean_patch_tokens"
+        pooling = "pooler_output" if _has_pooler(skeleton) and not _untrained_pooler(skeleton, weights) \
+            else "mean_patch_tokens"
         del skeleton
     info = EncoderInfo(
         id=id_or_path, model_type=mtype, model_class=model_class, revision=rev,
@@ -293,10 +294,16 @@ def load_vision_encoder(id_or_path: str = DEFAULT_ENCODER, tokens: int = 0, dtyp
         model = _load_visual_only(res, compute)
     else:
         try:
-            model = res.cls.from_pretrained(res.folder, local_files_only=True, dtype=compute)
+            model, loading = res.cls.from_pretrained(res.folder, local_files_only=True, dtype=compute,
+                                                     output_loading_info=True)
         except (OSError, ValueError) as err:
             raise InputError(f"encoder {id_or_path}: cannot load its weights "
                              f"({str(err).splitlines()[0][:160]})") from None
+        missing = sorted(k for k in loading.get("missing_keys", ())
+                         if not (info.pooling == "mean_patch_tokens" and _is_pooler(k)))
+        if missing:  # a frozen encoder with random weights would write plausible-looking garbage
+            raise InputError(f"encoder {id_or_path}: its checkpoint lacks {len(missing)} weight(s) of "
+                             f"{type(model).__name__} ({', '.join(missing[:3])}): they would be random")
     model.requires_grad_(False)
     model.to(device)
     wrapper = QwenVisualEncoder if info.model_type in _QWEN_VISUAL else VisionEncoder
@@ -323,6 +330,27 @@ def _has_pooler(model: nn.Module) -> bool:
         return getattr(out, "pooler_output", None) is not None
     except Exception:  # e.g. SigLIP2 needs its mask inputs: it has a MAP head
         return hasattr(model, "vision_model") and getattr(model.vision_model, "head", None) is not None
+
+
+def _is_pooler(name: str) -> bool:
+    return name.startswith("pooler.") or ".pooler." in name
+
+
+def _untrained_pooler(skeleton: nn.Module, weights: list[Path]) -> bool:
+    """A pooler layer the checkpoint has no weights for (e.g. DINO ViTs saved without one): transformers would
+    initialise it randomly, so the pooled embedding is then the mean of the patch tokens. Read from the
+    safetensors headers only; a .bin checkpoint is taken at its word."""
+    if not any(_is_pooler(n) for n, _ in skeleton.named_parameters()):
+        return False
+    if not all(p.name.endswith(".safetensors") for p in weights):
+        return False
+    from safetensors import safe_open
+
+    for p in weights:
+        with safe_open(str(p), framework="pt") as st:  # the header only
+            if any(_is_pooler(k) for k in st.keys()):
+                return False
+    return True
 
 
 def _visual_keys(path: Path) -> list[str]:

@@ -244,8 +244,36 @@ def test_describe_encoder_reads_files_not_weights(tmp_path, monkeypatch):
     def refuse(*a, **kw):
         raise AssertionError("weights were loaded")
 
-    monkeypatch.setattr(safetensors, "safe_open", refuse)
+    reads = _record_reads(monkeypatch)  # safetensors headers may be read, no tensor
     monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(safetensors.safe_open, "get_tensor", refuse)
     for n, p in (("sig", sig), ("dino", dino)):
         assert describe_encoder(str(p), tokens=4).fingerprint() == loaded[n]
-    assert loaded["sig"]["pooling"] == loaded["dino"]["pooling"] == "pooler_output"
+    assert loaded["sig"]["pooling"] == loaded["dino"]["pooling"] == "pooler_output" and reads == []
+
+
+def test_a_checkpoint_without_pooler_weights_pools_patch_tokens_and_missing_weights_are_refused(tmp_path):
+    """A ViT saved without its pooler (DINO v1 checkpoints) would get a random pooler: the mean of the patch
+    tokens is used instead; any other weight missing from the checkpoint is refused (random features)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(4)
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=1, num_attention_heads=4,
+                    intermediate_size=32)
+    ViTModel(cfg, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    enc = load_vision_encoder(str(tmp_path / "vit"), tokens=4)
+    assert enc.info.pooling == "mean_patch_tokens" == describe_encoder(str(tmp_path / "vit")).pooling
+    pooled, toks = enc.encode(_images(2))
+    with torch.no_grad():
+        out = ViTModel.from_pretrained(tmp_path / "vit", add_pooling_layer=False).eval()(
+            **enc.preprocess(_images(2)))
+    np.testing.assert_allclose(pooled, out.last_hidden_state[:, 1:].mean(1).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(toks, pool_tokens(out.last_hidden_state[:, 1:], 4).numpy(), rtol=1e-5, atol=1e-5)
+    sd = load_file(str(tmp_path / "vit/model.safetensors"))
+    sd.pop("encoder.layer.0.attention.attention.query.weight")
+    save_file(sd, str(tmp_path / "vit/model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(InputError, match="lacks 1 weight.*would be random") as err:
+        load_vision_encoder(str(tmp_path / "vit"))
+    assert "\n" not in str(err.value)

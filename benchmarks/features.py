@@ -12,7 +12,9 @@
    Stage: the stage's task code (`encode_shard`: read columns, decode, hash, dedup, encode, write Parquet)
    over every shard with the same loaded encoder, as a pool actor runs it; and `run_features` end to end
    (`--executor`, encoder loads, manifest) for reference. Ratio = stage encoded frames/s over bare frames/s;
-   frames-in/s counts the deduplicated frames too.
+   frames-in/s counts the deduplicated frames too. Each rate is also given per CPU-second of this process
+   (``time.process_time``, torch's threads included): on a shared machine wall time moves with the neighbours'
+   load between the two passes, CPU time much less, so ``ratio_cpu_time`` is the steadier overhead figure.
 4. Storage: bytes of the features files per frame-in (pooled only, and with `--tokens k`).
 
     .venv/bin/python benchmarks/features.py                      # base SigLIP, CPU
@@ -81,16 +83,17 @@ def unique_frames(out: Path) -> list[np.ndarray]:
     return frames
 
 
-def bare(encoder, frames: list[np.ndarray], batch: int) -> float:
+def bare(encoder, frames: list[np.ndarray], batch: int) -> tuple[float, float]:
+    """(frames/s of wall time, frames per CPU-second of this process)."""
     encoder.encode(frames[:batch])  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(0, len(frames), batch):
         encoder.encode(frames[i:i + batch])
     if encoder.device != "cpu":
         import torch
 
         torch.cuda.synchronize()
-    return len(frames) / (time.perf_counter() - t0)
+    return len(frames) / (time.perf_counter() - t0), len(frames) / (time.process_time() - c0)
 
 
 _MEMORY_TASK = """
@@ -192,13 +195,13 @@ def main(argv=None) -> dict:
         enc = load_vision_encoder(str(model), device=args.device)
         load_s = time.perf_counter() - t0
         frames = unique_frames(out)
-        bare_fps = bare(enc, frames, args.batch_size)
+        bare_fps, bare_cpu = bare(enc, frames, args.batch_size)
         # the stage's task code (what each pool actor runs per shard) with this loaded encoder, timed per task
         shards = sorted(str(p.relative_to(out)) for p in out.glob("data/**/*.parquet"))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for sh in shards:
             encode_shard(str(out), sh, f"bench-tasks/{sh}", enc, args.batch_size, "float16", 0)
-        encode_s = time.perf_counter() - t0
+        encode_s, encode_cpu = time.perf_counter() - t0, time.process_time() - c0
         del enc
         res = run_features(str(out), str(model), batch_size=args.batch_size, executor=args.executor, num_gpus=gpus)
         led = res.ledger
@@ -214,6 +217,9 @@ def main(argv=None) -> dict:
                "stage_encoded_frames_per_s": round(led["encoded"] / encode_s, 2),
                "stage_frames_in_per_s": round(led["frames_in"] / encode_s, 2),
                "ratio_stage_over_bare": round(led["encoded"] / encode_s / bare_fps, 3),
+               "bare_frames_per_cpu_s": round(bare_cpu, 2),
+               "stage_encoded_frames_per_cpu_s": round(led["encoded"] / encode_cpu, 2),
+               "ratio_cpu_time": round(led["encoded"] / encode_cpu / bare_cpu, 3),
                "bytes_per_frame_pooled": round(pooled_bytes / led["frames_in"], 1),
                f"bytes_per_frame_tokens{args.tokens}": round(tok.manifest["totals"]["bytes"] / led["frames_in"], 1),
                "dim": res.manifest["dim"]}

@@ -4,8 +4,10 @@ Why: decoding JPEG/MP4 on the training hot path starves GPUs; with a frozen visi
 computed once and read back as small vectors. One task per ingest shard reads only the key and camera columns,
 decodes the frames *inside* the worker (image bytes, or MP4 references through ``media.FrameReader``), encodes
 identical frames (same bytes) once, and writes ``features/<key>/<the shard's relative path>``: the same rows in
-the same order and the same row groups, so attaching features to steps is a zip, not a join. On Ray the stage
-runs as an actor pool (``PooledStage``): the encoder is loaded once per actor; decoded pixels never leave it.
+the same order and the same row groups (one too large for bounded memory is split into whole episodes, mapped in
+the file's metadata), so attaching features to steps is a zip, not a join. On Ray the stage runs as an actor pool
+(``PooledStage``): the encoder is loaded once per actor; decoded pixels never leave it. The driver fingerprints
+the encoder from its files (``describe_encoder``) and never loads it.
 
 ``features/<key>/manifest.json`` records the encoder (id, revision, weights sha256, processor, dtype, pooling),
 the source manifest's sha256 and every shard's sha256; a folder from another encoder or another ingest is

@@ -277,7 +277,9 @@ def stats(output: str = typer.Argument(..., help="a corpus root (folder or URI) 
 @app.command()
 def features(output: str = typer.Argument(..., help="a corpus root (folder or URI)"),
              encoder: str = typer.Option("google/siglip-base-patch16-224", help="Hub id (from the local cache) "
-                                         "or a local folder saved with save_pretrained"),
+                                         "or a local folder saved with save_pretrained: SigLIP/SigLIP2, CLIP, "
+                                         "DINOv2, ViT, or a Qwen2.5-VL/Qwen2-VL checkpoint (its vision tower "
+                                         "only)"),
              tokens: int = typer.Option(0, help="also store k patch tokens per frame (adaptive-avg-pooled)"),
              batch_size: int = typer.Option(32, help="frames per encoder forward"),
              dtype: str = typer.Option("float16", help="storage dtype: float16 or bfloat16"),

@@ -31,6 +31,7 @@ from vlaflow.schemas.names import safe_component
 
 from .corpus import Corpus
 from .layout import MANIFEST, features_dir, features_path
+from .lock import RunLock
 from .runner import PooledStage, ProgressFn, Task, make_executor, run_stage
 from .storage import Output
 
@@ -464,47 +465,48 @@ def run_features(root: str, encoder: str, tokens: int = 0, batch_size: int = 32,
     info = describe_encoder(encoder, tokens=tokens, dtype=dtype, device=device)
     key = safe_component(key) if key else encoder_key(encoder)
     plan = _plan(root_sha, info)
-    _check_folder(out, key, plan, encoder)
-    plan_rel = posixpath.join(features_dir(key), "_work", "plan.json")
-    if not out.exists(plan_rel):
-        out.write_json(plan_rel, {**plan, "encoder_id": encoder})
-    cams = {n: sorted((d.get("cameras") or {})) for n, d in croot.manifest.datasets.items()}
-    stage = FeaturesStage(croot.uri, key, encoder, tokens, dtype, batch_size, [s.path for s in entries],
-                          info.fingerprint(), [cams.get(s.dataset, []) for s in entries], device, pool_size, 1,
-                          num_gpus)
-    ex = make_executor(executor, num_cpus)
-    skipped = len(stage.tasks()) - len(_pending(stage))
-    markers = run_stage(stage, ex, on_progress)
-    led = dict.fromkeys(LEDGER_KEYS, 0)
-    failures, shards = [], []
-    for e, m in zip(entries, markers):
-        for k in LEDGER_KEYS:
-            led[k] += m["ledger"][k]
-        failures.extend(m["failures"])
-        shards.append({"source": e.path, "source_sha256": e.sha256, "dataset": e.dataset, "split": e.split,
-                       "path": m["path"], "sha256": m["sha256"], "bytes": m["bytes"], "rows": m["rows"],
-                       "roles": m["roles"], "ledger": m["ledger"]})
-    led["balanced"] = led["frames_in"] == led["encoded"] + led["deduplicated"] + led["failed"]
-    fdir = features_dir(key)
-    by_reason: dict[str, int] = {}
-    for f in failures:
-        by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
-    led["by_reason"] = dict(sorted(by_reason.items()))
-    out.write_json(posixpath.join(fdir, "ledger.json"), led)
-    out.write_bytes(posixpath.join(fdir, "quarantine.jsonl"),
-                    b"".join((json.dumps(f, sort_keys=True) + "\n").encode() for f in failures))
-    enc_json = info.to_json()
-    enc_json["extra"] = {k: v for k, v in enc_json["extra"].items() if k != "folder"}  # machine-specific
-    doc = {"features_version": FEATURES_VERSION, "key": key, "encoder_id": encoder, "encoder": enc_json,
-           "encoder_fingerprint": info.fingerprint(), "dim": info.dim, "tokens": tokens, "dtype": dtype,
-           "pooling": info.pooling, "revision": info.revision, "weights_sha256": info.weights_sha256,
-           "processor": info.processor, "source_manifest_sha256": root_sha, "shards": shards,
-           "ledger": "ledger.json", "quarantine": "quarantine.jsonl",
-           "totals": {"shards": len(shards), "rows": sum(s["rows"] for s in shards),
-                      "bytes": sum(s["bytes"] for s in shards)}}
-    out.write_json(posixpath.join(fdir, "manifest.json"), doc)  # last: the folder is complete
-    return FeaturesResult(doc, led, len(shards), skipped, time.perf_counter() - t0,
-                          ex.where or "nothing (every shard was done)", out.path(fdir), failures)
+    with RunLock(croot.uri, f"vlaflow features --encoder {encoder}"):  # one writer of the root at a time
+        _check_folder(out, key, plan, encoder)
+        plan_rel = posixpath.join(features_dir(key), "_work", "plan.json")
+        if not out.exists(plan_rel):
+            out.write_json(plan_rel, {**plan, "encoder_id": encoder})
+        cams = {n: sorted((d.get("cameras") or {})) for n, d in croot.manifest.datasets.items()}
+        stage = FeaturesStage(croot.uri, key, encoder, tokens, dtype, batch_size, [s.path for s in entries],
+                              info.fingerprint(), [cams.get(s.dataset, []) for s in entries], device, pool_size, 1,
+                              num_gpus)
+        ex = make_executor(executor, num_cpus)
+        skipped = len(stage.tasks()) - len(_pending(stage))
+        markers = run_stage(stage, ex, on_progress)
+        led = dict.fromkeys(LEDGER_KEYS, 0)
+        failures, shards = [], []
+        for e, m in zip(entries, markers):
+            for k in LEDGER_KEYS:
+                led[k] += m["ledger"][k]
+            failures.extend(m["failures"])
+            shards.append({"source": e.path, "source_sha256": e.sha256, "dataset": e.dataset, "split": e.split,
+                           "path": m["path"], "sha256": m["sha256"], "bytes": m["bytes"], "rows": m["rows"],
+                           "roles": m["roles"], "ledger": m["ledger"]})
+        led["balanced"] = led["frames_in"] == led["encoded"] + led["deduplicated"] + led["failed"]
+        fdir = features_dir(key)
+        by_reason: dict[str, int] = {}
+        for f in failures:
+            by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
+        led["by_reason"] = dict(sorted(by_reason.items()))
+        out.write_json(posixpath.join(fdir, "ledger.json"), led)
+        out.write_bytes(posixpath.join(fdir, "quarantine.jsonl"),
+                        b"".join((json.dumps(f, sort_keys=True) + "\n").encode() for f in failures))
+        enc_json = info.to_json()
+        enc_json["extra"] = {k: v for k, v in enc_json["extra"].items() if k != "folder"}  # machine-specific
+        doc = {"features_version": FEATURES_VERSION, "key": key, "encoder_id": encoder, "encoder": enc_json,
+               "encoder_fingerprint": info.fingerprint(), "dim": info.dim, "tokens": tokens, "dtype": dtype,
+               "pooling": info.pooling, "revision": info.revision, "weights_sha256": info.weights_sha256,
+               "processor": info.processor, "source_manifest_sha256": root_sha, "shards": shards,
+               "ledger": "ledger.json", "quarantine": "quarantine.jsonl",
+               "totals": {"shards": len(shards), "rows": sum(s["rows"] for s in shards),
+                          "bytes": sum(s["bytes"] for s in shards)}}
+        out.write_json(posixpath.join(fdir, "manifest.json"), doc)  # last: the folder is complete
+        return FeaturesResult(doc, led, len(shards), skipped, time.perf_counter() - t0,
+                              ex.where or "nothing (every shard was done)", out.path(fdir), failures)
 
 
 def _pending(stage: FeaturesStage) -> list[Task]:

@@ -78,7 +78,7 @@ def test_the_documented_cli_command_and_validate_without_flags(tmp_path):
     emb, spec = user_files(tmp_path)
     out = tmp_path / "out"
     r = run("ingest", "--converter", "openx_rlds", "--input", src, "--output", out, "--spec", spec,
-            "--embodiment", emb, "--num-cpus", 2)
+            "--embodiment", emb, "--num-cpus", 2, "--executor", "ray")  # the files travel to Ray workers as data
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "on a local Ray instance" in r.stderr
     assert pc.unique(rows(out)[Col.EMBODIMENT_PROMPT].cast("string")).to_pylist() == [PROMPT]
@@ -175,7 +175,7 @@ def test_a_plugin_package_that_ships_its_own_embodiment(tmp_path):
             f"{0.01 * k},{-0.02 * i},{k % 2},push block {i}\n" for k in range(5)))
     out = tmp_path / "out"
     r = run("ingest", "--converter", "rail_arm_csv", "--input", data, "--output", out, "--num-cpus", 2,
-            "--target-shard-mb", 0.0001, env=env)
+            "--target-shard-mb", 0.0001, "--executor", "ray", env=env)  # the plugin imports in Ray workers
     assert r.returncode == 0, r.stderr
     assert "0 of 4 group(s) already done" in r.stderr and "on a local Ray instance" in r.stderr
     want = (EmbodimentRegistry.builtin().with_specs([yaml.safe_load(RAIL_ARM)]).get("rail_arm").prompt(rate_hz=10))

@@ -350,7 +350,6 @@ def predict(checkpoint: str = typer.Argument(..., help="a checkpoint folder, or 
 
     try:
         res = predict_step(checkpoint, episode, step, corpus=corpus, seed=seed)
-        _disconnect_ray()
     except (VlaflowError, OSError, ValueError) as err:
         _fail(err)
     if as_json:

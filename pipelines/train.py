@@ -194,7 +194,13 @@ def model_config(cfg: TrainConfig, feed: Feed, embodiments: list[str]):
 
 
 # ------------------------------------------------------------------------------------------------- the loop
-class Collate:
+def _collate_base():
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    return NumpyBatchCollateFn
+
+
+class Collate(_collate_base()):
     """``iter_torch_batches``' collate_fn: Ray's numpy columns → samples → ``VLAProcessor`` tensors (+ positions)."""
 
     def __init__(self, processor):
@@ -291,7 +297,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     fam_n: dict[str, int] = {}
     wait_s = compute_s = 0.0
     window_samples, losses = 0, []
-    first_loss = None
+    first_loss = first_pos = None
     t_window = time.perf_counter()
     batches = iter(it)
     done_here = 0
@@ -306,6 +312,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
             continue
         t1 = time.perf_counter()
         pos = batch.pop("_position")
+        first_pos = int(pos.min()) if first_pos is None else first_pos
         epoch = int(batch.pop("_epoch").max())
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         out = model(batch)
@@ -337,7 +344,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
                        "first_loss": first_loss, "lr": scheduler.get_last_lr()[0],
                        "data_wait_s": wait_s, "compute_s": compute_s,
                        "data_wait_fraction": wait_s / max(wait_s + compute_s, 1e-9),
-                       "samples_per_s": window_samples * world / dt, "world_size": world,
+                       "samples_per_s": window_samples * world / dt, "world_size": world, "run_first_position": first_pos,
                        **{k: fam_sum[k] / fam_n[k] for k in sorted(fam_sum)}}
             fam_sum, fam_n, losses, window_samples = {}, {}, [], 0
             wait_s = compute_s = 0.0

@@ -365,7 +365,7 @@ def predict(checkpoint: str = typer.Argument(..., help="a checkpoint folder, or 
             t.add_row(slot if k == 0 else "", res["units"].get(slot, "") if k == 0 else "", str(k),
                       " ".join(f"{v:+.4f}" for v in row),
                       " ".join(f"{v:+.4f}" for v in r) if r is not None and None not in r else "—")
-    Console().print(t)
+    Console(width=max(120, Console().width)).print(t)
     console.print(f"checkpoint {res['checkpoint']} (step {res['train_step']}); mean |error| over recorded values "
                   f"{res['mean_abs_error']:.4f}")
 

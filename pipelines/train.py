@@ -168,9 +168,25 @@ def read_progress(ckpt: str) -> dict:
     return json.loads((Path(ckpt) / PROGRESS).read_text())
 
 
-def embodiment_specs(corpus, names: list[str]) -> dict:
+def embodiment_specs(corpus, names: list[str], datasets: list[str]) -> dict:
+    """The spec dicts of the embodiments trained on, each with the prompt the data carried (``"prompt"``: the rows'
+    ``embodiment_prompt``, which may name the dataset's rate), so predict prompts exactly as training did."""
+    import pyarrow.parquet as pq
+
+    from vlaflow.schemas import Col
+
     reg = corpus.embodiments()
-    return {n: reg.get(n).to_dict() for n in names}
+    specs = {n: reg.get(n).to_dict() for n in names}
+    for d in datasets:
+        emb = corpus.datasets()[d]["embodiment"]
+        if emb not in specs or "prompt" in specs[emb]:
+            continue
+        root, shard = corpus.shards(d)[0]
+        with root.out.fs.open_input_file(root.out.path(shard.path)) as f:
+            col = pq.ParquetFile(f).read_row_group(0, columns=[Col.EMBODIMENT_PROMPT])[Col.EMBODIMENT_PROMPT]
+        if len(col):
+            specs[emb]["prompt"] = str(col[0].as_py())
+    return specs
 
 
 def model_config(cfg: TrainConfig, feed: Feed, embodiments: list[str]):
@@ -281,7 +297,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     if ckpt_ctx is not None:
         ckpt_ctx.__exit__(None, None, None)
     if world > 1:
-        model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+        model = ray.train.torch.prepare_model(model)
     model.train()
 
     # the dataset starts at the driver's position; a checkpoint that consumed more (a race with the driver's read
@@ -442,7 +458,7 @@ def run_training(cfg: TrainConfig, num_cpus: int | None = None) -> TrainResult:
         "shuffle_buffer": cfg.shuffle_buffer, "prefetch_batches": cfg.prefetch_batches,
         "start_position": start, "steps_available": steps_available, "resume_dir": resume,
         "local_mode": cfg.num_workers == 0, "run_dir": rdir, "num_to_keep": cfg.num_to_keep,
-        "stats": feed.stats, "embodiment_specs": embodiment_specs(corpus, embodiments), "fingerprint": fingerprint,
+        "stats": feed.stats, "embodiment_specs": embodiment_specs(corpus, embodiments, sorted(schedule.probabilities)), "fingerprint": fingerprint,
         "run_config": {"train": _jsonable(cfg), "features": features_signature(_features_manifest(corpus, feed))
                        if feed.features_key else None, "features_key": feed.features_key,
                        "mixture": schedule.probabilities},

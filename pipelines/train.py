@@ -189,6 +189,17 @@ def embodiment_specs(corpus, names: list[str], datasets: list[str]) -> dict:
     return specs
 
 
+def encoder_width(encoder: str) -> int:
+    """The feature width of a vision encoder, from its config alone (offline)."""
+    from transformers import AutoConfig
+
+    from vlaflow.models.vision_encoders import resolve_encoder_dir
+
+    folder, _ = resolve_encoder_dir(encoder)
+    c = AutoConfig.from_pretrained(folder, local_files_only=True)
+    return int(getattr(c, "hidden_size", 0) or c.vision_config.hidden_size)
+
+
 def model_config(cfg: TrainConfig, feed: Feed, embodiments: list[str]):
     from vlaflow.models.vla import VLAConfig
 
@@ -198,6 +209,11 @@ def model_config(cfg: TrainConfig, feed: Feed, embodiments: list[str]):
               "action_dim": TARGET_WIDTH, "embodiments": embodiments}
     if cfg.data.vision == "features":
         filled["vision_dim"] = feed.features_dim
+    elif cfg.data.vision == "encoder":
+        if not d.get("vision_encoder"):
+            raise SpecError("train.model.vision_encoder: data.vision: encoder needs the encoder (a local folder or a "
+                            "cached Hub id)")
+        filled["vision_dim"] = encoder_width(d["vision_encoder"])
     for k, v in filled.items():
         if k in d and d[k] != v and k not in ("embodiments",):
             raise SpecError(f"train.model.{k}: {d[k]!r} disagrees with the data ({v!r}); set it under train.data "

@@ -259,8 +259,8 @@ def shard_samples(steps: pa.Table, horizon: int, norm: SampleNormalizer, vision:
             "state": state, "state_mask": smask, "target": target, "target_mask": tmask_all}
     if vision is not None:
         cols.update(vision)
-    for role, values in (images or {}).items():
-        cols[f"image.{role}"] = values
+    for c, (role, values) in enumerate((images or {}).items()):  # numbered: sorted column order = camera order
+        cols[f"image.{c:02d}.{role}"] = values
     return ShardSamples(cols, np.flatnonzero(tmask_all.reshape(n, -1).any(1)))
 
 

@@ -285,3 +285,27 @@ def test_missing_stats_features_and_config_typos_are_one_line_errors(mixed, tmp_
     assert r.exit_code == 2 and "dit_layerz: unknown key" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["train", str(tmp_path / "o"), "--config", str(cfg), "stepz"])
     assert r.exit_code == 2 and "KEY=VALUE" in r.output
+
+
+def test_shuffled_batches_mix_families_and_report_a_loss_per_family(mixed, ray_local):
+    tmp, root = mixed
+    res = run_training(_train_cfg(root, tmp / "mix", name="mix", steps=6, log_every=6, checkpoint_every=6,
+                                  batch_size=8, shuffle_buffer=200))
+    assert {"loss/manipulation", "loss/egocentric", "loss/navigation"} <= set(res.metrics)
+    assert all(np.isfinite(v) for k, v in res.metrics.items() if k.startswith("loss"))
+
+
+def test_trains_from_raw_frames_without_features(mixed, ray_local):
+    """vision: encoder — image bytes in the samples, the frozen encoder inside the model."""
+    tmp, root = mixed
+    _, feed, sch = build_feed(FeedConfig(corpus=str(root), vision="encoder", cameras=["wrist", "primary"]))
+    it = next(i for i in sch.items if i.dataset == "bridge_dataset")
+    s = block_to_samples(feed.read_item(it))[0]
+    assert len(s["images"]) == 2 and all(isinstance(b, bytes) and b[:2] == b"\xff\xd8" for b in s["images"])
+    cols = [k for k in feed.read_item(it) if k.startswith("image.")]
+    assert cols == ["image.00.wrist", "image.01.primary"]  # camera order kept
+    res = run_training(_train_cfg(root, tmp / "raw", name="raw", steps=3, checkpoint_every=3,
+                                  data={"vision": "encoder"}, model={**MODEL, "vision_encoder": str(tmp / "sig")}))
+    assert res.metrics["step"] == 3 and np.isfinite(res.metrics["loss"])
+    cfg = json.loads((Path(res.checkpoint) / "config.json").read_text())
+    assert cfg["vision"] == "encoder"

@@ -1,6 +1,6 @@
 """The train job through a real local cluster: `ray start --head`, `ray job submit --working-dir . -- python
-jobs/train.py --config ...` on the sample data, waited until it succeeded; then the same submission with more steps resumes
-from the run's checkpoint. The head runs in its own temp dir on free ports and is torn down by its process ids."""
+jobs/train.py --config ...` on the sample data (2 gloo workers); the job is stopped after its first checkpoint and the
+same submission resumes it and runs to the end. The head runs in its own temp dir on free ports and is torn down by its process ids."""
 from __future__ import annotations
 
 import json
@@ -57,9 +57,11 @@ def head():
             p.kill()
 
 
-def _submit(address: str, env: dict, config: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-                           "python", "jobs/train.py", "--config", str(config), *overrides],
+def _submit(address: str, env: dict, config: Path, *overrides: str, wait: bool = True,
+            job_id: str | None = None) -> subprocess.CompletedProcess:
+    extra = ([] if wait else ["--no-wait"]) + (["--submission-id", job_id] if job_id else [])
+    return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+                           *extra, "--", "python", "jobs/train.py", "--config", str(config), *overrides],
                           env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -79,7 +81,7 @@ def test_train_job_submitted_to_a_local_cluster_succeeds_and_resumes(head, tmp_p
     cfg.write_text(f"""train:
   output: {tmp_path / "runs"}
   name: submitted
-  steps: 8
+  steps: 12
   batch_size: 4
   checkpoint_every: 4
   log_every: 4
@@ -89,15 +91,27 @@ def test_train_job_submitted_to_a_local_cluster_succeeds_and_resumes(head, tmp_p
   model: {{dit_layers: 2, dit_hidden: 64, dit_heads: 2, dit_head_dim: 16}}
 """)
     t0 = time.time()
+    # a first job is stopped (killed) once its first checkpoint is on disk
+    r = _submit(address, env, cfg, wait=False, job_id="vlaflow-first")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    first_ckpt = tmp_path / "runs/submitted/checkpoint_00000004/progress.json"
+    deadline = time.time() + 400
+    while not first_ckpt.exists() and time.time() < deadline:
+        time.sleep(1)
+    assert first_ckpt.exists(), "the first job wrote no checkpoint"
+    subprocess.run([str(BIN / "ray"), "job", "stop", "--address", address, "vlaflow-first"], env=env,
+                   capture_output=True, timeout=120)
+    status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "vlaflow-first"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert "was stopped" in status.stdout + status.stderr
+    killed_at = json.loads(first_ckpt.read_text())["step"]
+    # the same submission again: it resumes from the latest checkpoint and finishes the run
     r = _submit(address, env, cfg)
     assert r.returncode == 0 and "succeeded" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
-    first = _result(r.stdout)
-    assert first["step"] == 8 and first["samples_consumed"] == 8 * 4 * 2 and first["resumed_from"] == 0
-    assert first["loss"] == first["loss"] and Path(first["checkpoint"]).name == "checkpoint_00000008"
-    r = _submit(address, env, cfg, "steps=12")
-    assert r.returncode == 0 and "succeeded" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
     second = _result(r.stdout)
-    assert second["resumed_from"] == 8 and second["step"] == 12 and second["samples_consumed"] == 12 * 8
+    assert second["resumed_from"] >= killed_at == 4 and second["step"] == 12
+    assert second["samples_consumed"] == 12 * 4 * 2 and second["loss"] == second["loss"]
+    assert Path(second["checkpoint"]).name == "checkpoint_00000012"
     # a config typo fails the job with one line naming the key
     r = _submit(address, env, cfg, "stepz=3")
     assert r.returncode != 0 and "train.stepz: unknown key" in r.stdout + r.stderr

@@ -1,7 +1,8 @@
 """Regenerate docs/schema.md from the code: `python docs/gen_schema.py > docs/schema.md`.
 A test fails when the committed file is stale."""
 from vlaflow.schemas import ACTION, SCHEMA_VERSION, STATE, TRAJ_HORIZON, TRAJECTORY
-from vlaflow.schemas.columns import CAMERA_ROLES
+from vlaflow.schemas.columns import (CAMERA_ROLES, CONVERSATION_ROLES, IMAGE_PLACEHOLDER, TASK_FAMILIES,
+                                    VL_IMAGE_ROLES)
 
 
 def render() -> str:
@@ -55,6 +56,20 @@ in the **camera frame of row t** (OpenCV: x right, y down, z forward, metres); `
 coordinates divided by the image width/height, masked outside the image and behind the camera. Horizon
 steps past the episode end, unseen or low-confidence joints are masked (values 0), never zero-filled as
 data. The dataset's `trajectory` metadata names the frame, horizon, stride and free points.
+
+## Task families and vision-language rows
+
+`task_family` is one of {", ".join(f"`{f}`" for f in TASK_FAMILIES)}. Rows of `vision_language` (captioning,
+VQA, grounding, embodied reasoning: co-training data, docs/vl.md) are one-step episodes of the embodiment
+`no_body` (its prompt says there is no body and the reply is text) with action, state and trajectory fully
+masked (`action_valid = false`, trajectory null). Their text target is the column
+
+`conversation`: list<struct<role: dictionary<int32, string>, text: string>>, null on every other row; `role`
+one of {", ".join(f"`{r}`" for r in CONVERSATION_ROLES)}, turns in order, at least one non-empty `assistant`
+turn. Images are the row's cameras {", ".join(f"`{r}`" for r in VL_IMAGE_ROLES)} in order; the k-th
+`{IMAGE_PLACEHOLDER}` in the turns' text is the k-th image present, and the number of placeholders equals the
+number of images (a text-only row has neither). Text is valid UTF-8. Answers are kept verbatim, so grounding
+boxes and points stay text in the source's own convention (named in the dataset's `notes`).
 """]
     for lay in (ACTION, STATE, TRAJECTORY):
         per = " per horizon step" if lay is TRAJECTORY else ""

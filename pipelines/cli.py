@@ -39,7 +39,8 @@ def ingest(
     target_shard_mb: float = typer.Option(256, help="target shard size in MB (packed by source bytes)"),
     num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance"),
     verify_images: bool = typer.Option(False, help="fully decode every image (slower)"),
-    executor: str = typer.Option("ray", help="ray (local or RAY_ADDRESS cluster) or local (this process, same bytes)"),
+    executor: str = typer.Option("auto", help="auto (this process below 64 MB of input unless RAY_ADDRESS is set, else "
+                                              "Ray), ray (local or RAY_ADDRESS cluster) or local (same bytes)"),
     opt: list[str] = typer.Option([], help="converter option KEY=VALUE (repeatable), e.g. trust_pickle=true"),
     connectivity: str | None = typer.Option(None, help="VLN graph folder (r2r/rxr); same as --opt connectivity=DIR"),
     frames_root: str | None = typer.Option(None, help="epic_kitchens: folder of <video_id>/frame_%010d.jpg; "
@@ -226,7 +227,8 @@ def stats(output: str = typer.Argument(..., help="a corpus root (folder or URI) 
           k: int = typer.Option(2048, help="KLL sketch size (rank error about 2.3/k^0.97)"),
           force: bool = typer.Option(False, help="recompute even when meta/stats.json is current"),
           num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance"),
-          executor: str = typer.Option("ray", help="ray or local (this process, same bytes)")) -> None:
+          executor: str = typer.Option("auto", help="auto (this process below 64 MB of shards unless RAY_ADDRESS "
+                                                    "is set), ray or local (same bytes)")) -> None:
     """Per-(dataset, embodiment) statistics and quantiles, and per embodiment merged across datasets."""
     from vlaflow.schemas import InputError
     from vlaflow.tokenization.statistics.spec import StatsSpec
@@ -379,6 +381,47 @@ def tiny_encoder(output: str = typer.Argument(..., help="folder to write the mod
         print(save_tiny_siglip(output))
     except OSError as err:
         _fail(err)
+
+
+@app.command()
+def publish(output: str = typer.Argument(..., help="a corpus root (folder or URI)"),
+            repo_id: str = typer.Option(..., "--repo-id", help="the Hub dataset repo, ORG/NAME"),
+            private: bool = typer.Option(False, help="create the repo private (an existing repo keeps its setting)"),
+            revision: str | None = typer.Option(None, help="branch to commit to (created when missing; default main)"),
+            with_features: bool = typer.Option(False, help="also publish the finished features/<key>/ folders"),
+            dry_run: str | None = typer.Option(None, "--dry-run", help="write the planned commits, the card and the "
+                                               "file layout to this folder instead (no network)")) -> None:
+    """Publish a corpus to a Hugging Face dataset repo with a generated card (token: HF_TOKEN or `hf auth login`).
+
+    Resumable: files already on the Hub with the same sha256 are skipped; a failed run resumes on rerun."""
+    from .publish import publish as run_publish
+
+    logging.getLogger("vlaflow.publish").setLevel(logging.INFO)
+    try:
+        with Progress(TextColumn("[bold]publish"), BarColumn(), TextColumn("{task.completed}/{task.total} commits"),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("publish", total=None)
+            res = run_publish(output, repo_id, private=private, revision=revision, with_features=with_features,
+                              dry_run=dry_run, on_commit=lambda done, total: bar.update(task, completed=done,
+                                                                                          total=total))
+    except (VlaflowError, OSError) as err:
+        _fail(err)
+    if res.dry_run:
+        console.print(f"dry run → {res.dry_run}: {res.files} file(s), {res.bytes / 1e6:.1f} MB in "
+                      f"{len(res.commits)} commit(s); card README.md, plan publish-plan.json "
+                      "(`datasets.load_dataset(DIR)` loads it)")
+        return
+    where = f"https://huggingface.co/datasets/{res.repo_id}" + (f"/tree/{res.revision}" if res.revision != "main" else "")
+    console.print(f"published → {where}: {res.uploaded_files} file(s), {res.uploaded_bytes / 1e6:.1f} MB in "
+                  f"{len(res.commits)} commit(s); {res.skipped_files} of {res.files} already there; {res.seconds:.1f} s")
+    if res.retries:
+        console.print("retried: " + ", ".join(f"{n} × {k}" for k, n in sorted(res.retries.items())))
+    if res.remote_only:
+        console.print(f"[yellow]note:[/] {res.remote_only} file(s) on the Hub are not in this corpus (left in place)")
+    if res.left:
+        console.print(f"[yellow]{res.left} file(s) left[/]: this run reached the commit budget; rerun within the "
+                      "hour's commit limit to continue")
+        raise typer.Exit(1)
 
 
 def main() -> None:

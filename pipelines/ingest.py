@@ -33,6 +33,7 @@ from .layout import (BATCH_BYTES, BATCH_EPISODES, DEFAULT_TARGET_SHARD_MB, EPISO
                      plan_marker, spec_file)
 from .metadata import DatasetManifest, GroupMarker, Ledger
 from .groups import Group, pack
+from .lock import RunLock
 from .runner import ProgressFn, Stage, Task, make_executor, run_stage
 from .shard_writer import ShardWriter
 from .storage import Output
@@ -227,6 +228,7 @@ class IngestPlan:
     stage: IngestStage
     pending: list[Task]
     executor: object
+    lock: RunLock
     where: str = ""  # where the work ran (nothing ran when every group was done)
 
     @property
@@ -272,7 +274,7 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         raise InputError(f"--target-shard-mb must be positive, got {cfg.target_shard_mb}")
     if cfg.converter == "auto":
         cfg.converter = sniff_converter(cfg.input)
-    executor = make_executor(cfg.executor, cfg.num_cpus)
+    make_executor(cfg.executor)  # a bad --executor fails here, before any work
     FrameStorage.from_options(cfg.options.extra)  # a bad storage option fails here, in one line
     conv = open_converter(cfg.converter, cfg.input, cfg.options)
     infos = conv.datasets()
@@ -289,6 +291,16 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         target = small
         units = conv.work_units(target)
     groups = pack(units, info.name, target)
+    executor = make_executor(cfg.executor, cfg.num_cpus, sum(u.nbytes for u in units))
+    lock = RunLock(cfg.output, f"vlaflow ingest --converter {cfg.converter} --input {cfg.input}").acquire()
+    try:
+        return _plan(cfg, conv, info, groups, executor, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _plan(cfg: IngestConfig, conv: Converter, info, groups: list[Group], executor, lock: RunLock) -> IngestPlan:
     out = Output(cfg.output)
     if out.exists(MANIFEST) and out.read_json(MANIFEST).get("manifest_version") == 1:
         raise InputError(f"{cfg.output} was written by a vlaflow from before corpora (one dataset at the root); "
@@ -303,7 +315,7 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         out.write_json(marker, fp)
     stage = IngestStage(cfg.converter, cfg.input, cfg.options, cfg.output, info.name, {info.name: info.to_json()},
                         groups, cfg.verify_images)
-    plan = IngestPlan(cfg, conv, stage, [t for t in stage.tasks() if not stage.is_done(out, t)], executor)
+    plan = IngestPlan(cfg, conv, stage, [t for t in stage.tasks() if not stage.is_done(out, t)], executor, lock)
     if plan.pending:
         plan.where = executor.start()
     return plan
@@ -313,8 +325,9 @@ def run_ingest(cfg: IngestConfig, on_progress=None, plan: IngestPlan | None = No
     """``on_progress(episodes, steps, groups_done, groups_total)`` is called from the driver."""
     t0 = time.perf_counter()
     plan = plan or prepare(cfg)
-    markers = [GroupMarker.from_json(m, "group marker") for m in run_stage(plan.stage, plan.executor, on_progress)]
-    manifest, ledger = finalize(plan, markers)
+    with plan.lock:  # held since prepare(); released however this ends
+        markers = [GroupMarker.from_json(m, "group marker") for m in run_stage(plan.stage, plan.executor, on_progress)]
+        manifest, ledger = finalize(plan, markers)
     warnings = list(dict.fromkeys(plan.converter.warnings() + manifest.warnings))
     return IngestResult(ledger.to_json(), manifest.to_json(), len(plan.groups), len(plan.groups) - len(plan.pending),
                         time.perf_counter() - t0, warnings, plan.where)

@@ -18,6 +18,7 @@ EPISODES = "meta/episodes.parquet"
 DATASETS_DIR = "meta/datasets"
 STATS = "meta/stats.json"
 STATS_PARTIALS = "meta/stats"  # mergeable per-(dataset, embodiment) partials beside stats.json
+LOCK = "meta/lock.json"  # the one writer of this root right now (pipelines/lock.py); absent when none
 FEATURES_DIR = "features"  # features/<encoder-key>/: frozen-encoder features, shards aligned 1:1 with data/
 
 FILES_PER_FOLDER = 1000  # Hub limit is 10k per folder; LeRobot uses 1000

@@ -14,6 +14,7 @@ actor, never per task.
 from __future__ import annotations
 
 import abc
+import os
 import threading
 import time
 import uuid
@@ -25,7 +26,10 @@ from vlaflow.schemas import InputError, VlaflowError
 from .storage import Output
 
 ProgressFn = Callable[[int, int], None]  # (episodes, steps) done since the last call
-EXECUTORS = ("ray", "local")
+EXECUTORS = ("auto", "ray", "local")
+# ``auto`` runs in this process below this much input: Ray's start-up (~5 s) would cost more than it saves, and
+# the bytes written are the same either way. With RAY_ADDRESS set, ``auto`` always means that cluster.
+AUTO_LOCAL_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,11 @@ def _user_error(err: BaseException) -> VlaflowError | None:
     return cls(lines[-1] if lines else str(found).splitlines()[0])  # our errors are one line by contract
 
 
-def make_executor(kind: str, num_cpus: int | None = None):
+def make_executor(kind: str, num_cpus: int | None = None, work_bytes: int | None = None):
+    """``work_bytes``: how much input the stage reads, for ``auto``'s choice (None: unknown, so Ray)."""
+    if kind == "auto":
+        small = work_bytes is not None and work_bytes < AUTO_LOCAL_BYTES
+        kind = "local" if small and not os.environ.get("RAY_ADDRESS") else "ray"
     if kind == "ray":
         return RayExecutor(num_cpus)
     if kind == "local":

@@ -1,7 +1,7 @@
 """``vlaflow stats``: normalization statistics of a corpus (a root or a corpus YAML), on the stage runner.
 
 One task per shard reads only the columns statistics need (``STATS_COLUMNS``: no images, no raw
-vectors, no text) row group by row group and writes one mergeable partial (per (dataset, embodiment):
+vectors, no text; ``vision_language`` rows, which have no action or state, are skipped) row group by row group and writes one mergeable partial (per (dataset, embodiment):
 moments + a KLL sketch per value, serialized without pickle) before its marker; the driver merges the
 partials in manifest order, so the document is the same on Ray, in this process, and after a resume.
 A root gets ``OUT/meta/stats.json`` (docs/stats.md) plus ``OUT/meta/stats/partials.bin``, the merged
@@ -23,19 +23,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from vlaflow.schemas import ACTION, STATE, Col, InputError
+from vlaflow.schemas import ACTION, STATE, VISION_LANGUAGE, Col, InputError
 from vlaflow.schemas.arrow import fixed_to_numpy, trajectory_to_numpy
 from vlaflow.tokenization.statistics.accumulator import StatsAccumulator
 from vlaflow.tokenization.statistics.spec import STATS_VERSION, StatsSpec
 
 from .corpus import Corpus, CorpusRoot
 from .layout import MANIFEST, STATS, STATS_PARTIALS
+from .lock import RunLock
 from .metadata import JsonRecord
 from .runner import ProgressFn, Stage, Task, make_executor, run_stage
 from .storage import Output
 
 PARTIALS = posixpath.join(STATS_PARTIALS, "partials.bin")
-STATS_COLUMNS = [Col.DATASET, Col.EMBODIMENT, Col.IS_FIRST, Col.ACTION, Col.ACTION_MASK, Col.ACTION_VALID,
+STATS_COLUMNS = [Col.DATASET, Col.EMBODIMENT, Col.TASK_FAMILY, Col.IS_FIRST, Col.ACTION, Col.ACTION_MASK, Col.ACTION_VALID,
                  Col.STATE, Col.STATE_MASK, Col.TRAJECTORY, Col.TRAJECTORY_MASK]
 
 
@@ -52,8 +53,13 @@ def partial_from_table(table: pa.Table, spec: StatsSpec, seed: int | None = None
 
     The sketches' compaction seed defaults to a checksum of the block's actions, so partials of
     different blocks use independent random offsets (their errors cancel rather than add) and the
-    same block always gives the same partial.
+    same block always gives the same partial. ``vision_language`` rows are dropped first: no action, no
+    state, no body, so no (dataset, embodiment) entry either.
     """
+    if Col.TASK_FAMILY in table.column_names and table.num_rows:
+        vl = _strings(table[Col.TASK_FAMILY]) == VISION_LANGUAGE
+        if vl.any():
+            table = table.filter(pa.array(~vl))
     action = fixed_to_numpy(table[Col.ACTION], ACTION.width, np.float32) if table.num_rows else None
     if seed is None:
         seed = zlib.crc32(action[:64].tobytes()) ^ table.num_rows if action is not None else 0
@@ -197,9 +203,14 @@ def current_partials(root: CorpusRoot, spec: StatsSpec, splits) -> tuple[StatsAc
 def root_stats(root: CorpusRoot, spec: StatsSpec, splits, executor, force: bool = False,
                on_progress=None) -> tuple[dict, bool]:
     """``OUT/meta/stats.json`` and the partials beside it: read back when current, else computed into the root."""
-    out = root.out
     if not force and (hit := current_partials(root, spec, splits)) is not None:
         return hit[1], True
+    with RunLock(root.uri, "vlaflow stats"):
+        return _compute_root(root, spec, splits, executor, on_progress), False
+
+
+def _compute_root(root: CorpusRoot, spec: StatsSpec, splits, executor, on_progress) -> dict:
+    out = root.out
     manifest_bytes = out.read_bytes(MANIFEST)
     key = cache_key(manifest_bytes, spec, splits)
     shards = _selected_shards(root, splits)
@@ -212,7 +223,7 @@ def root_stats(root: CorpusRoot, spec: StatsSpec, splits, executor, force: bool 
                            partials_sha256=hashlib.sha256(raw).hexdigest()).to_json()
     out.write_json(STATS, doc)  # last: the document is current
     _delete_tree(out, posixpath.dirname(stage.work_dir()))
-    return doc, False
+    return doc
 
 
 def _delete_tree(out: Output, rel: str) -> None:
@@ -265,7 +276,7 @@ def run_stats(path: str, spec: StatsSpec | None = None, splits: list[str] | None
     t0 = time.perf_counter()
     spec = spec or StatsSpec()
     corpus = Corpus.open(path)
-    ex = make_executor(executor, num_cpus)
+    ex = make_executor(executor, num_cpus, sum(sh.bytes for _, sh in corpus.shards()))
     if len(corpus.roots) == 1 and corpus.roots[0].uri == path:
         root = corpus.roots[0]
         doc, cached = root_stats(root, spec, splits, ex, force, on_progress)

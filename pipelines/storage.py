@@ -9,6 +9,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from vlaflow.media.fs import resolve
+from vlaflow.schemas import InputError
+
+
+# Roots that are read, never written: a published Hub repo (``hf://datasets/ORG/NAME``). A write there would be a
+# commit made with the user's token as a side effect of a stage; stages write beside a corpus YAML instead.
+READ_ONLY_SCHEMES = ("hf",)
 
 
 class Output:
@@ -17,6 +23,13 @@ class Output:
     def __init__(self, uri: str):
         self.uri = uri
         self.fs, self.root = resolve(uri)
+        self.read_only = uri.split("://", 1)[0] in READ_ONLY_SCHEMES if "://" in uri else False
+
+    def _writable(self, rel: str) -> None:
+        if self.read_only:
+            raise InputError(f"{self.uri} is a published root and is only read (writing {rel} there would commit to "
+                             "the Hub); list it in a corpus YAML (roots: [{path: ...}]) so results go beside the "
+                             "YAML, or work on a local snapshot (huggingface_hub.snapshot_download)")
 
     def path(self, rel: str) -> str:
         return posixpath.join(self.root, rel)
@@ -28,6 +41,7 @@ class Output:
         return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
 
     def makedirs(self, rel: str) -> None:
+        self._writable(rel)
         self.fs.create_dir(self.path(rel), recursive=True)
 
     def read_bytes(self, rel: str) -> bytes:
@@ -39,6 +53,7 @@ class Output:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write via a temporary name and move, so a crash never leaves a half file in place."""
+        self._writable(rel)
         self.makedirs(posixpath.dirname(rel))
         tmp = self.path(rel) + ".tmp"
         with self.fs.open_output_stream(tmp) as f:

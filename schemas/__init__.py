@@ -1,6 +1,15 @@
 """The unified schema: slots, columns, conventions, embodiments, episodes. Depends on nothing of ours."""
 from .arrow import episodes_schema, read_schema_metadata, schema_metadata, step_schema
-from .columns import CAMERA_ROLES, TASK_FAMILIES, Col, EpCol
+from .columns import (
+                     CAMERA_ROLES,
+                     CONVERSATION_ROLES,
+                     IMAGE_PLACEHOLDER,
+                     TASK_FAMILIES,
+                     VISION_LANGUAGE,
+                     VL_IMAGE_ROLES,
+                     Col,
+                     EpCol,
+)
 from .conventions import DatasetInfo, parse_fps, step_timestamps_ns
 from .embodiment import (
                      Embodiment,
@@ -25,9 +34,12 @@ from .errors import (
                      ConverterError,
                      InvariantViolation,
                      NonFiniteValue,
+                     NonUtf8Text,
+                     PlaceholderMismatch,
                      SpecError,
                      TruncatedRecord,
                      UndecodableImage,
+                     UnknownRole,
                      VlaflowError,
 )
 from .slots import ACTION, SCHEMA_VERSION, STATE, TRAJ_HORIZON, TRAJECTORY, Layout, Slot
@@ -36,6 +48,8 @@ from .validate import check_image_bytes, validate_episode
 __all__ = [
                      "ACTION",
                      "CAMERA_ROLES",
+                     "CONVERSATION_ROLES",
+                     "IMAGE_PLACEHOLDER",
                      "SCHEMA_VERSION",
                      "STATE",
                      "TASK_FAMILIES",
@@ -55,10 +69,15 @@ __all__ = [
                      "InvariantViolation",
                      "Layout",
                      "NonFiniteValue",
+                     "NonUtf8Text",
+                     "PlaceholderMismatch",
                      "Slot",
                      "SpecError",
                      "TruncatedRecord",
                      "UndecodableImage",
+                     "UnknownRole",
+                     "VISION_LANGUAGE",
+                     "VL_IMAGE_ROLES",
                      "VideoClip",
                      "VlaflowError",
                      "check_image_bytes",

@@ -5,7 +5,7 @@ import json
 
 import pyarrow as pa
 
-from .columns import CAMERA_ROLES, Col, EpCol
+from .columns import CAMERA_ROLES, CONVERSATION_ROLES, IMAGE_PLACEHOLDER, VL_IMAGE_ROLES, Col, EpCol
 from .slots import (
     ACTION,
     GRIPPER_CONVENTION,
@@ -29,6 +29,10 @@ TRAJECTORY_TYPE = pa.list_(pa.list_(pa.float32(), TRAJECTORY.width), TRAJ_HORIZO
 TRAJECTORY_MASK_TYPE = pa.list_(pa.list_(pa.bool_(), TRAJECTORY.width), TRAJ_HORIZON)
 
 _DICT_STR = pa.dictionary(pa.int32(), pa.string())
+# A vision_language row's text target: turns in order, ``role`` one of CONVERSATION_ROLES, ``text`` with
+# IMAGE_PLACEHOLDER where an image is shown; null on rows of the other families.
+TURN_TYPE = pa.struct([pa.field("role", _DICT_STR, nullable=False), pa.field("text", pa.string(), nullable=False)])
+CONVERSATION_TYPE = pa.list_(pa.field("item", TURN_TYPE, nullable=False))
 
 
 def _step_fields() -> list[pa.Field]:
@@ -58,6 +62,7 @@ def _step_fields() -> list[pa.Field]:
         pa.field(Col.TRAJECTORY, TRAJECTORY_TYPE),
         pa.field(Col.TRAJECTORY_MASK, TRAJECTORY_MASK_TYPE),
         pa.field(Col.VIDEOS, VIDEOS_TYPE),
+        pa.field(Col.CONVERSATION, CONVERSATION_TYPE),
     ]
 
 
@@ -78,6 +83,7 @@ def _hf_features() -> dict:
         Col.TRAJECTORY: {"_type": "List", "feature": seq("float32", TRAJECTORY.width), "length": TRAJ_HORIZON},
         Col.TRAJECTORY_MASK: {"_type": "List", "feature": seq("bool", TRAJECTORY.width), "length": TRAJ_HORIZON},
         Col.VIDEOS: {role: {"path": val("string"), "frame_index": val("int32")} for role in CAMERA_ROLES},
+        Col.CONVERSATION: {"_type": "List", "feature": {"role": val("string"), "text": val("string")}},
     }}}
 
 
@@ -94,6 +100,9 @@ def schema_metadata(datasets: dict | None = None) -> dict:
         "rotation_repr": ROTATION_REPR,
         "gripper_convention": GRIPPER_CONVENTION,
         "camera_roles": list(CAMERA_ROLES),
+        "conversation_roles": list(CONVERSATION_ROLES),
+        "image_placeholder": IMAGE_PLACEHOLDER,
+        "vl_image_roles": list(VL_IMAGE_ROLES),
         "datasets": datasets or {},
     }
 

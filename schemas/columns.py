@@ -28,6 +28,7 @@ class Col:
     TRAJECTORY = "trajectory"  # [TRAJ_HORIZON, TRAJECTORY.width] future trace, null where a row has none
     TRAJECTORY_MASK = "trajectory_mask"
     VIDEOS = "videos"  # per camera role: frame reference (MP4 path under the output root, frame index)
+    CONVERSATION = "conversation"  # vision_language rows: [{role, text}] turns, null on every other row
 
 
 class EpCol:
@@ -46,10 +47,22 @@ class EpCol:
     EXTRA = "extra"
 
 
-TASK_FAMILIES = ("manipulation", "navigation", "egocentric", "trajectory")
+TASK_FAMILIES = ("manipulation", "navigation", "egocentric", "trajectory", "vision_language")
+VISION_LANGUAGE = "vision_language"  # images + a conversation, no action, state or trajectory
+
+# Roles of a conversation turn (the chat-template roles); sources' own names ("human", "gpt") are mapped to
+# these by their converter.
+CONVERSATION_ROLES = ("system", "user", "assistant")
+# Where a turn's text shows an image. The k-th placeholder of a row's conversation is the k-th image of
+# ``VL_IMAGE_ROLES`` present on the row (images or videos), so placeholders == images, always.
+IMAGE_PLACEHOLDER = "<image>"
 
 # Camera roles, not source keys. Depth streams are their own roles.
 CAMERA_ROLES = ("primary", "secondary", "tertiary", "wrist", "wrist_left", "wrist_right",
                 "depth_primary", "depth_secondary", "depth_wrist")
+
+# Camera roles that carry a vision-language row's images, in placeholder order (the RGB scene roles: the
+# features stage and the model see them like any camera).
+VL_IMAGE_ROLES = ("primary", "secondary", "tertiary")
 
 IMAGE_TRANSFORMS = ("none", "flip_vertical", "flip_horizontal", "rotate_180", "bgr_to_rgb")

@@ -24,7 +24,7 @@ from .slots import ACTION, STATE
 
 BUILTIN_DIR = Path(__file__).parent / "embodiments"
 
-KINDS = ("robot", "human", "agent")
+KINDS = ("robot", "human", "agent", "none")  # none: vision-language data, no body at all
 BASES = ("fixed", "mobile", "wheeled", "legged", "none")
 GRIPPERS = ("parallel", "suction", "dexterous", "none")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # ids name files in an output's meta/
@@ -136,7 +136,7 @@ def _rate(d: dict, source: str) -> float | None:
 class Embodiment:
     id: str
     name: str
-    kind: str  # robot | human | agent
+    kind: str  # robot | human | agent | none (no body: vision-language rows)
     arms: tuple[Arm, ...]
     base: str  # fixed | mobile | wheeled | legged | none
     cameras: tuple[str, ...]
@@ -228,6 +228,8 @@ def _action_text(e: Embodiment) -> str:
 
 
 def render_prompt(e: Embodiment, rate_hz: float | None = None) -> str:
+    if e.kind == "none":  # no body, no action, no clock: the prompt says so and the reply is text
+        return f"No body: {e.name}. Action: none; there is no robot, state or control, so answer in text."
     rate = rate_hz if rate_hz is not None else e.rate_hz
     who = {"robot": "Robot", "human": "Human", "agent": "Agent"}.get(e.kind, "Embodiment")
     text = f"{who}: {e.name}, {_body_text(e)}. Action: {_action_text(e)} in the {e.frame} frame"

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from .arrow import (
+    CONVERSATION_TYPE,
     IMAGE_TYPE,
     IMAGES_TYPE,
     TRAJECTORY_MASK_TYPE,
@@ -68,6 +69,8 @@ class Episode:
     trajectory_mask: np.ndarray | None = None  # bool, same shape
     videos: dict[str, VideoClip] = field(default_factory=dict)  # role -> frames stored as video
     raw: dict = field(default_factory=dict)  # raw side-table column -> T per-step values (schemas/raw.py)
+    # vision_language rows: per step, the turns [{"role": ..., "text": ...}] (or None); None on other families
+    conversation: list | None = None
 
     @property
     def length(self) -> int:
@@ -156,6 +159,17 @@ def _videos_array(eps: list[Episode], total: int) -> pa.StructArray:
     return pa.StructArray.from_arrays(children, fields=list(VIDEOS_TYPE))
 
 
+def conversation_array(eps: list[Episode], total: int) -> pa.Array:
+    if all(ep.conversation is None for ep in eps):
+        return pa.nulls(total, CONVERSATION_TYPE)
+    rows: list = []
+    for ep in eps:
+        rows.extend([None] * ep.length if ep.conversation is None else
+                    [None if turns is None else [{"role": t["role"], "text": t["text"]} for t in turns]
+                     for turns in ep.conversation])
+    return pa.array(rows, type=CONVERSATION_TYPE)
+
+
 def episodes_to_table(eps: list[Episode], schema: pa.Schema | None = None) -> pa.Table:
     """Several episodes → one table (one Arrow call per column, not per episode)."""
     schema = schema or step_schema()
@@ -192,6 +206,7 @@ def episodes_to_table(eps: list[Episode], schema: pa.Schema | None = None) -> pa
     }
     columns[Col.TRAJECTORY], columns[Col.TRAJECTORY_MASK] = _trajectory_arrays(eps, total)
     columns[Col.VIDEOS] = _videos_array(eps, total)
+    columns[Col.CONVERSATION] = conversation_array(eps, total)
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
 

@@ -54,6 +54,24 @@ class InvariantViolation(EpisodeError):
     code = "invariant_violation"
 
 
+class UnknownRole(InvariantViolation):
+    """A conversation turn's role is not one the schema (or the source format) knows."""
+
+    code = "unknown_role"
+
+
+class PlaceholderMismatch(InvariantViolation):
+    """A conversation's ``<image>`` placeholders do not match the row's images in number."""
+
+    code = "placeholder_mismatch"
+
+
+class NonUtf8Text(EpisodeError):
+    """Text that is not valid UTF-8 (undecodable bytes, lone surrogates from JSON escapes)."""
+
+    code = "non_utf8_text"
+
+
 class ConverterError(EpisodeError):
     """A converter raised something it did not name (a bug, or input it never expected): the episode, or what
     was left of its work unit, is quarantined with the exception's type and message, and the run goes on."""

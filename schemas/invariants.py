@@ -13,11 +13,14 @@ import numpy as np
 import pyarrow as pa
 
 from .arrow import fixed_to_numpy, trajectory_to_numpy
-from .columns import TASK_FAMILIES, Col
+from .columns import CONVERSATION_ROLES, IMAGE_PLACEHOLDER, TASK_FAMILIES, VISION_LANGUAGE, VL_IMAGE_ROLES, Col
 from .slots import ACTION, STATE, TRAJECTORY, Layout
 
 INVARIANT = "invariant_violation"
 NON_FINITE = "non_finite_value"
+UNKNOWN_ROLE = "unknown_role"
+PLACEHOLDER_MISMATCH = "placeholder_mismatch"
+NON_UTF8 = "non_utf8_text"
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,89 @@ def task_family(values) -> list[Problem]:
     return [Problem(INVARIANT, f"task_family values {bad} not in {TASK_FAMILIES}")] if bad else []
 
 
+def _strings(arr: pa.Array) -> np.ndarray:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr.to_numpy(zero_copy_only=False).astype(object)
+
+
+def vl_image_counts(table: pa.Table) -> np.ndarray:
+    """Images per row in the vision-language roles, stored as bytes or as video frames."""
+    count = np.zeros(table.num_rows, np.int64)
+    for col in (Col.IMAGES, Col.VIDEOS):
+        if col not in table.column_names:
+            continue
+        arr = table[col].combine_chunks()
+        parent = arr.is_valid().to_numpy(zero_copy_only=False)
+        for role in VL_IMAGE_ROLES:
+            count += parent & arr.field(role).is_valid().to_numpy(zero_copy_only=False)
+    return count
+
+
+def turn_problems(turns: list, n_images: int) -> list[Problem]:
+    """One row's conversation: turns of the known roles with UTF-8 text, at least one non-empty assistant turn,
+    exactly one image placeholder per image of the row."""
+    problems = []
+    roles = [t.get("role") for t in turns]
+    bad = [r for r in roles if r not in CONVERSATION_ROLES]
+    if bad:
+        problems.append(Problem(UNKNOWN_ROLE, f"conversation role {bad[0]!r} not in {CONVERSATION_ROLES}"))
+    for t in turns:
+        try:
+            t["text"].encode("utf-8")
+        except UnicodeEncodeError as err:
+            problems.append(Problem(NON_UTF8, f"conversation text is not valid UTF-8 ({err.reason})"))
+            break
+    if not any(t.get("role") == "assistant" and t["text"].strip() for t in turns):
+        problems.append(Problem(INVARIANT, "conversation without a non-empty assistant turn"))
+    found = sum(t["text"].count(IMAGE_PLACEHOLDER) for t in turns)
+    if found != n_images:
+        problems.append(Problem(PLACEHOLDER_MISMATCH, f"{found} {IMAGE_PLACEHOLDER} placeholder(s) for {n_images} "
+                                                      "image(s)"))
+    return problems
+
+
+def conversation_values(ids: np.ndarray, families: np.ndarray, conversations: list, image_counts: np.ndarray,
+                        action_used: np.ndarray, state_used: np.ndarray, trajectory_present: np.ndarray
+                        ) -> list[Problem]:
+    """Vision-language rows carry a conversation (``turn_problems``) and nothing to act on; no other row has
+    one. ``conversations``: per row, its turns as Python dicts or None. The first row of each problem is named."""
+    problems = []
+
+    def where(r: int) -> str:
+        return f"episode {ids[r]} (row {r})"
+
+    vl = families == VISION_LANGUAGE
+    has = np.array([c is not None for c in conversations], bool)
+    for rows, what in ((has & ~vl, "conversation set on a row that is not vision_language"),
+                       (vl & ~has, "vision_language row without a conversation"),
+                       (vl & action_used, "vision_language row with action slots (it has no action)"),
+                       (vl & state_used, "vision_language row with state slots (it has no body)"),
+                       (vl & trajectory_present, "vision_language row with a trajectory target")):
+        if rows.any():
+            problems.append(Problem(INVARIANT, f"{what}: {where(int(np.nonzero(rows)[0][0]))}"))
+    reported: set[str] = set()  # the first row of each kind of problem
+    for r in np.nonzero(has)[0]:
+        for p in turn_problems(conversations[r], int(image_counts[r])):
+            kind = p.message.split(" ", 1)[0] if p.code == INVARIANT else p.code
+            if kind not in reported:
+                reported.add(kind)
+                problems.append(Problem(p.code, f"{p.message}: {where(int(r))}"))
+    return problems
+
+
+def _conversations(table: pa.Table) -> tuple[list, list[Problem]]:
+    """The conversation column as Python (None on rows without), after a full UTF-8 check of its text."""
+    arr = table[Col.CONVERSATION].combine_chunks()
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid as err:
+        return [None] * len(arr), [Problem(NON_UTF8, f"conversation text is not valid UTF-8 ({err})")]
+    if arr.null_count == len(arr):
+        return [None] * len(arr), []
+    return arr.to_pylist(), []
+
+
 def check_step_table(table: pa.Table) -> list[Problem]:
     """Every row-level invariant of a table of step rows (a shard, or a writer's batch)."""
     if table.num_rows == 0:
@@ -121,4 +207,12 @@ def check_step_table(table: pa.Table) -> list[Problem]:
             problems.append(Problem(INVARIANT, "trajectory and trajectory_mask are null on different rows"))
         elif traj.null_count < len(traj):
             problems += trajectory_values(*trajectory_to_numpy(table))
+    if Col.CONVERSATION in table.column_names:
+        traj_present = (table[Col.TRAJECTORY].combine_chunks().is_valid().to_numpy(zero_copy_only=False)
+                        if Col.TRAJECTORY in table.column_names else np.zeros(table.num_rows, bool))
+        conversations, utf8 = _conversations(table)
+        problems += utf8 + conversation_values(
+            ids, _strings(families), conversations, vl_image_counts(table),
+            fixed_to_numpy(table[Col.ACTION_MASK], ACTION.width).any(axis=1),
+            fixed_to_numpy(table[Col.STATE_MASK], STATE.width).any(axis=1), traj_present)
     return problems

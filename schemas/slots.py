@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = "1.1"  # 1.1: trajectory targets and video frame references
+SCHEMA_VERSION = "1.2"  # 1.1: trajectory targets and video frame references; 1.2: vision_language rows + conversation
 
 ROTATION_REPR = "rotvec"
 GRIPPER_CONVENTION = "absolute_0_closed_1_open"

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from .columns import CAMERA_ROLES
+from .columns import CAMERA_ROLES, VISION_LANGUAGE, VL_IMAGE_ROLES
 from .episode import Episode
 from .errors import (
     FeatureMismatch,
     InvariantViolation,
     NonFiniteValue,
+    NonUtf8Text,
+    PlaceholderMismatch,
     UndecodableImage,
+    UnknownRole,
 )
-from .invariants import NON_FINITE, Problem, masked_values, sequencing, task_family, trajectory_values
+from .invariants import (
+    NON_FINITE,
+    NON_UTF8,
+    PLACEHOLDER_MISMATCH,
+    UNKNOWN_ROLE,
+    Problem,
+    conversation_values,
+    masked_values,
+    sequencing,
+    task_family,
+    trajectory_values,
+)
 from .slots import ACTION, STATE, TRAJ_HORIZON, TRAJECTORY
 
 _JPEG_SOI, _PNG_SIG = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
@@ -47,10 +61,44 @@ def decode_image(data: bytes, where: str):
         raise UndecodableImage(f"{where}: {type(err).__name__}: {err}") from None
 
 
+_ERRORS = {NON_FINITE: NonFiniteValue, UNKNOWN_ROLE: UnknownRole, PLACEHOLDER_MISMATCH: PlaceholderMismatch,
+           NON_UTF8: NonUtf8Text}
+
+
 def _raise_first(eid: str, problems: list[Problem]) -> None:
     if problems:
         p = problems[0]
-        raise (NonFiniteValue if p.code == NON_FINITE else InvariantViolation)(f"{eid}: {p.message}")
+        raise _ERRORS.get(p.code, InvariantViolation)(f"{eid}: {p.message}")
+
+
+def _check_conversation(ep: Episode) -> None:
+    """Shapes of ``ep.conversation`` here; the row rules (roles, UTF-8, placeholders vs images, nothing to act
+    on) are ``invariants.conversation_values``, shared with ``vlaflow validate``."""
+    t, eid = ep.length, ep.episode_id
+    conv = ep.conversation if ep.conversation is not None else [None] * t
+    if not isinstance(conv, list) or len(conv) != t:
+        raise FeatureMismatch(f"{eid}: conversation needs one entry per step ({t}), got "
+                              f"{len(conv) if isinstance(conv, list) else type(conv).__name__}")
+    for i, turns in enumerate(conv):
+        if turns is None:
+            continue
+        if not isinstance(turns, list):
+            raise FeatureMismatch(f"{eid}: conversation at step {i} is not a list of turns")
+        for k, turn in enumerate(turns):
+            if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) \
+                    or not isinstance(turn.get("text"), str):
+                raise FeatureMismatch(f"{eid}: conversation turn {k} at step {i} needs a string role and text")
+    images = np.zeros(t, np.int64)
+    for role in VL_IMAGE_ROLES:
+        frames = ep.images.get(role)
+        if frames is not None:
+            images += np.array([f is not None for f in frames], np.int64)
+        if role in ep.videos:
+            images += 1
+    used = lambda m: np.broadcast_to(np.asarray(m, bool), (t, np.shape(m)[-1])).any(axis=1)  # noqa: E731
+    traj = np.full(t, ep.trajectory is not None)
+    _raise_first(eid, conversation_values(np.full(t, eid, object), np.full(t, ep.task_family, object), conv,
+                                          images, used(ep.action_mask), used(ep.state_mask), traj))
 
 
 def validate_episode(ep: Episode, *, verify_images: bool = False) -> None:
@@ -84,6 +132,8 @@ def validate_episode(ep: Episode, *, verify_images: bool = False) -> None:
             raise FeatureMismatch(f"{eid}: trajectory / trajectory_mask have shapes {traj.shape} / {tmask.shape}, "
                                   f"expected {shape}")
         _raise_first(eid, trajectory_values(traj, tmask))
+    if ep.conversation is not None or ep.task_family == VISION_LANGUAGE:
+        _check_conversation(ep)
     for role, clip in ep.videos.items():
         if role not in CAMERA_ROLES:
             raise InvariantViolation(f"{eid}: unknown camera role {role!r}")

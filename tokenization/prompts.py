@@ -13,6 +13,11 @@ One sample is a conversation:
 The tokenizer's own chat template is used when it has one, else ``QWEN_CHAT_TEMPLATE``
 (``<|im_start|>role\\n…<|im_end|>``). ``labels`` are -100 on everything but the target and the
 template's end-of-turn suffix (for a continuous head the placeholder is not a label either).
+
+Vision-language rows (task family ``vision_language``) carry their own conversation instead of an action:
+``render_conversation`` renders system = the row's embodiment prompt ("No body: …") and the row's turns, with
+labels on every assistant turn's text and end-of-turn suffix only, and ``<image>`` placeholders replaced by the
+model's image token (or removed when the model feeds vision as a prefix).
 """
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ QWEN_CHAT_TEMPLATE = (
 )
 ACTION_PLACEHOLDER = "<|action|>"
 IGNORE = -100
+IMAGE_PLACEHOLDER = "<image>"  # = vlaflow.schemas.IMAGE_PLACEHOLDER (tokenization sees schemas only by value)
 _SENTINEL = "\u2063VLAFLOW_TARGET\u2063"
+_OPEN, _CLOSE = "\u2063VLAFLOW_ANSWER\u2063", "\u2063VLAFLOW_END\u2063"
 
 
 # ----------------------------------------------------------------------------------- navigation
@@ -165,3 +172,85 @@ class PromptBuilder:
         """Register the continuous-head placeholder as a special token; returns its id."""
         self.tok.add_tokens([self.placeholder], special_tokens=True)
         return self.tok.convert_tokens_to_ids(self.placeholder)
+
+
+# ------------------------------------------------------------------------------ vision-language rows
+def _show_images(text: str, image_token: str | None, count: int) -> str:
+    if image_token is None:  # vision goes in as a prefix: drop the placeholder and the line break LLaVA puts after it
+        return text.replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "").strip()
+    return text.replace(IMAGE_PLACEHOLDER, image_token * count)
+
+
+_EOT: dict[tuple, str] = {}
+
+
+def _end_of_turn(tok, template: str) -> str:
+    """What the template writes right after an assistant turn's content (Qwen: ``<|im_end|>\\n``); once per
+    template and special tokens (the collate calls this per sample)."""
+    key = (template, getattr(tok, "eos_token", None), getattr(tok, "bos_token", None))
+    if key not in _EOT:
+        probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": _OPEN + "a" + _CLOSE}]
+        text = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=False, chat_template=template)
+        _EOT[key] = text.split(_CLOSE, 1)[1] if text.count(_CLOSE) == 1 else ""
+    return _EOT[key]
+
+
+def render_conversation(tokenizer, system: str | None, conversation: list[dict], *, chat_template: str | None = None,
+                        image_token: str | None = None, image_token_count: int = 1, max_length: int | None = None,
+                        add_generation_prompt: bool = False) -> Prompt:
+    """A vision-language row as one chat: ``input_ids`` and ``labels`` (-100 except on assistant turns).
+
+    - ``system``: the row's embodiment prompt (``embodiment_prompt``), first; ``system`` turns of the
+      conversation follow it in the same system message;
+    - ``conversation``: the row's ``conversation`` column, ``[{"role": user|assistant|system, "text": ...}]``;
+      each ``<image>`` becomes ``image_token * image_token_count`` (the model's vision tokens, in row image
+      order) or, with ``image_token=None``, is removed (vision fed as a prefix);
+    - labels: every assistant turn's tokens and the template's end-of-turn suffix after it (so the model
+      learns to stop); the rest -100. ``prompt_length`` = tokens before the first label;
+    - ``max_length``: right truncation of ids and labels alike;
+    - ``add_generation_prompt``: end with the assistant header (inference on a conversation ending with user).
+    """
+    tok = tokenizer
+    template = chat_template or getattr(tok, "chat_template", None) or QWEN_CHAT_TEMPLATE
+    sys_parts = [system] if system else []
+    msgs = []
+    for k, turn in enumerate(conversation):
+        role, text = turn["role"], _show_images(turn["text"], image_token, image_token_count)
+        if role == "system":
+            sys_parts.append(text)
+        elif role == "user":
+            msgs.append({"role": "user", "content": text})
+        elif role == "assistant":
+            msgs.append({"role": "assistant", "content": _OPEN + text + _CLOSE})
+        else:
+            raise ValueError(f"conversation turn {k}: role {role!r} is not system, user or assistant")
+    if sys_parts:
+        msgs.insert(0, {"role": "system", "content": "\n".join(sys_parts)})
+    full = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                   chat_template=template)
+    answers = sum(m["role"] == "assistant" for m in msgs)
+    if full.count(_OPEN) != answers or full.count(_CLOSE) != answers:
+        raise ValueError("the chat template must render each assistant turn's content verbatim, once")
+    eot = _end_of_turn(tok, template)
+    ids_of = lambda t: list(tok(t, add_special_tokens=False)["input_ids"]) if t else []
+    ids: list[int] = []
+    labels: list[int] = []
+    text_out = []
+    head, *rest = full.split(_OPEN)
+    pieces = [(head, False)]
+    for chunk in rest:
+        answer, after = chunk.split(_CLOSE, 1)
+        pieces.append((answer, True))
+        if eot and after.startswith(eot):
+            pieces += [(eot, True), (after[len(eot):], False)]
+        else:
+            pieces.append((after, False))
+    for piece, labelled in pieces:
+        part = ids_of(piece)
+        ids += part
+        labels += part if labelled else [IGNORE] * len(part)
+        text_out.append(piece)
+    if max_length is not None:
+        ids, labels = ids[:max_length], labels[:max_length]
+    first = next((i for i, x in enumerate(labels) if x != IGNORE), len(ids))
+    return Prompt("".join(text_out), ids, labels, [1] * len(ids), first)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaflow.media import open_decoder, probe, sample_indices
-from vlaflow.schemas import ACTION, STATE, TRAJECTORY, DatasetInfo, Episode, EpisodeError, InputError
+from vlaflow.schemas import ACTION, STATE, TRAJECTORY, DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError
 from vlaflow.schemas.names import natural_key, safe_component
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
@@ -137,16 +137,17 @@ class EgoDexConverter(Converter):
         try:
             if "camera" not in f or "intrinsic" not in f["camera"]:
                 raise MissingIntrinsics(f"{p.name}: no camera/intrinsic")
-            K = np.asarray(f["camera/intrinsic"][()], np.float64)
+            K = _numbers(f["camera/intrinsic"], p.name, "camera/intrinsic", MissingIntrinsics)
             if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0:
                 raise MissingIntrinsics(f"{p.name}: camera/intrinsic is not a valid 3x3 matrix ({K.shape})")
             tf = f["transforms"] if "transforms" in f else None
             if tf is None or "camera" not in tf:
                 raise MissingIntrinsics(f"{p.name}: no transforms/camera (camera pose needed for the camera frame)")
             names = ["camera"] + [f"{h}Hand" for h in HANDS] + [f"{h}{t}" for h in HANDS for t in FINGERTIPS]
-            poses = {n: np.asarray(tf[n][()], np.float64) for n in names if n in tf}
+            poses = {n: _numbers(tf[n], p.name, f"transforms/{n}", FeatureMismatch, (4, 4)) for n in names if n in tf}
             conf = f["confidences"] if "confidences" in f else None
-            confs = {n: np.asarray(conf[n][()], np.float64) for n in names[1:] if conf is not None and n in conf}
+            confs = {n: _numbers(conf[n], p.name, f"confidences/{n}", FeatureMismatch, ())
+                     for n in names[1:] if conf is not None and n in conf}
             instruction, every = pick_instruction(f)
             attrs = {k: attr_str(f, k) for k in ("task", "environment", "object", "llm_type",
                                                        "which_llm_description") if k in f.attrs}
@@ -246,3 +247,14 @@ def _scan(input_path: str, limit: int | None = None) -> list[Path]:
         if limit and len(out) >= limit:
             break
     return out
+
+
+def _numbers(ds, file: str, name: str, error: type[EpisodeError], frame_shape: tuple | None = None) -> np.ndarray:
+    """A dataset read as float64, checked to be numbers (and, for per-frame data, ``[T, *frame_shape]``)."""
+    try:
+        a = np.asarray(ds[()], np.float64)
+    except (TypeError, ValueError, OSError) as err:
+        raise error(f"{file}: {name} is not numeric ({type(err).__name__})") from None
+    if frame_shape is not None and (a.ndim != 1 + len(frame_shape) or a.shape[1:] != frame_shape):
+        raise error(f"{file}: {name} has shape {list(a.shape)}, expected [T, {', '.join(map(str, frame_shape))}]")
+    return a

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlaflow.media.images import encode_depth_mm, encode_image
-from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError
+from vlaflow.schemas import DatasetInfo, Episode, EpisodeError, FeatureMismatch, InputError, TruncatedRecord
 from vlaflow.schemas.raw import raw_field, raw_schema
 
 from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
@@ -80,6 +80,9 @@ def generic_spec(builder: BuilderDir, leaves: list[Leaf]) -> DatasetSpec:
 def find_spec(builder: BuilderDir, specs: dict[str, DatasetSpec]) -> DatasetSpec | None:
     """The built-in spec for the dataset's own name, else for its storage folder's name."""
     return specs.get(builder.name) or specs.get(builder.folder)
+
+
+MAX_NAMED_MISSING = 10_000  # missing records named one by one up to this many
 
 
 @dataclass(frozen=True)
@@ -231,9 +234,13 @@ class OpenXRLDSConverter(Converter):
     def read(self, unit: WorkUnit) -> Iterator[ReadItem]:
         verify = not self.opts.no_crc
         name = unit.source.rsplit("/", 1)[-1]
+        declared = unit.payload.count if isinstance(unit.payload, DeclaredRecords) else None
+        reached, broke = unit.start, False
         with self.builder.fs.open_input_file(unit.source) as f:
             f.seek(unit.offset)
             for item in iter_records(f, start_index=unit.start, stop_index=unit.stop, verify=verify, name=name):
+                reached = (item.index if isinstance(item, RecordError) else item[0]) + 1
+                broke = broke or (isinstance(item, RecordError) and item.fatal)
                 if isinstance(item, RecordError):
                     reason = str(item.error)
                     declared = unit.payload.count if unit.payload else None
@@ -249,6 +256,18 @@ class OpenXRLDSConverter(Converter):
                     yield self.episode(payload, key, unit, index)
                 except EpisodeError as err:
                     yield Rejected.from_error(key, err, f"{unit.source}#{index}")
+        if declared is not None and not broke and reached < declared:
+            # The file ends cleanly but early (emptied, cut at a record boundary): the records dataset_info
+            # declares beyond it are named, not silently missing from the ledger.
+            if declared - reached > MAX_NAMED_MISSING:  # an absurd declaration: one entry, not millions
+                err = TruncatedRecord(f"{name}: the file ends after {reached} record(s); dataset_info.json declares "
+                                      f"{declared}")
+                yield Rejected(self._episode_key(unit, reached) + f"..{declared - 1}", err.code, str(err), unit.source)
+                return
+            for index in range(reached, declared):
+                err = TruncatedRecord(f"{name}: the file ends after {reached} record(s); dataset_info.json declares "
+                                      f"{declared}, record {index} is missing")
+                yield Rejected(self._episode_key(unit, index), err.code, str(err), f"{unit.source}#{index}")
 
     def _parse(self, payload: bytes) -> tuple[dict, dict]:
         if self._parser is None:

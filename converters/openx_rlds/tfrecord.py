@@ -34,11 +34,29 @@ class RecordError:
     fatal: bool
 
 
+def _file_size(f) -> int | None:
+    """The stream's total size, so a declared length is checked before anything is allocated for it."""
+    size = getattr(f, "size", None)
+    if callable(size):  # pyarrow NativeFile
+        try:
+            return int(size())
+        except Exception:
+            pass
+    try:
+        here = f.tell()
+        end = f.seek(0, 2)
+        f.seek(here)
+        return int(end)
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
 def iter_records(f: BinaryIO, *, start_index: int = 0, stop_index: int | None = None,
                  verify: bool = True, name: str = "") -> Iterator[tuple[int, int, bytes] | RecordError]:
     """Yield ``(index, offset, payload)`` from the file's current position, or a RecordError."""
     index = start_index
     offset = f.tell()
+    size = _file_size(f)
     while stop_index is None or index < stop_index:
         header = f.read(12)
         if not header:
@@ -51,6 +69,11 @@ def iter_records(f: BinaryIO, *, start_index: int = 0, stop_index: int | None = 
         if verify and masked_crc(header[:8]) != len_crc:
             yield RecordError(index, offset, CorruptRecord(
                 f"{name}: record {index} at byte {offset}: length CRC32C mismatch"), True)
+            return
+        if size is not None and offset + 16 + length > size:  # never allocate what the file cannot hold
+            yield RecordError(index, offset, TruncatedRecord(
+                f"{name}: record {index} at byte {offset}: declares {length} payload bytes, the file has "
+                f"{max(size - offset - 16, 0)} left"), True)
             return
         payload = f.read(length)
         footer = f.read(4)

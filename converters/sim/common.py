@@ -31,7 +31,7 @@ from .hdf5 import SourceFile, classified, classify_input, scan_input
 log = logging.getLogger(__name__)
 
 SPEC_DIR = Path(__file__).parent / "specs"
-_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError)
+_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError)  # h5py: RuntimeError on a damaged object header
 
 
 def builtin_specs() -> dict[str, DatasetSpec]:

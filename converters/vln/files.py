@@ -79,6 +79,9 @@ class Source:
     def iter_lines(self, path: str) -> Iterator[tuple[int, bytes | Exception]]:
         """(index, line) for every non-empty line of a (gzipped) JSON-lines file; a decompression
         failure ends the stream with one ``(index, CorruptGzip)``."""
+        if path.endswith(".gz") and self.size(path) == 0:  # no gzip stream is 0 bytes: the file was emptied
+            yield 0, CorruptGzip(f"{posixpath.basename(path)}: empty file (a gzip stream has at least a header)")
+            return
         with self.fs.open_input_stream(path, compression=None) as raw:
             reader = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else io.BytesIO(raw.read())
             index = 0

@@ -119,3 +119,14 @@ def test_a_user_error_in_a_ray_task_reaches_the_driver_as_itself(tmp_path, ray_l
         run_stage(_Refuses(str(tmp_path)), make_executor("ray"))
     assert str(err.value) == "input.bin: not a thing we read"
     assert (tmp_path / "meta/_work/r-0.json").exists() and not (tmp_path / "meta/_work/r-1.json").exists()
+
+
+def test_auto_executor_runs_small_inputs_here_and_respects_a_cluster(monkeypatch):
+    from vlaflow.pipelines.runner import AUTO_LOCAL_BYTES, LocalExecutor, RayExecutor, make_executor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert isinstance(make_executor("auto", work_bytes=AUTO_LOCAL_BYTES - 1), LocalExecutor)
+    assert isinstance(make_executor("auto", work_bytes=AUTO_LOCAL_BYTES), RayExecutor)
+    assert isinstance(make_executor("auto"), RayExecutor)  # unknown size: Ray
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert isinstance(make_executor("auto", work_bytes=1), RayExecutor)  # a cluster was asked for

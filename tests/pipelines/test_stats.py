@@ -221,7 +221,7 @@ VLAFLOW = [sys.executable, "-m", "vlaflow.pipelines.cli"]
 def test_cli_stats(bridge_out, tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ""}
     (bridge_out / STATS).unlink(missing_ok=True)
-    r = subprocess.run([*VLAFLOW, "stats", str(bridge_out), "--num-cpus", "2"], capture_output=True, text=True,
+    r = subprocess.run([*VLAFLOW, "stats", str(bridge_out), "--num-cpus", "2", "--executor", "ray"], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "bridge_dataset/widowx_250" in r.stderr and "computed on a local Ray instance" in r.stderr

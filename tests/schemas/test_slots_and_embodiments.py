@@ -32,7 +32,7 @@ def test_every_builtin_embodiment_renders_names_known_slots_and_round_trips():
     assert len(reg.ids()) >= 20
     for eid in reg.ids():
         e = reg.get(eid)
-        assert e.prompt().startswith(("Robot:", "Human:", "Agent:"))
+        assert e.prompt().startswith(("Robot:", "Human:", "Agent:", "No body:"))
         for s in e.action_slots:
             assert s in ACTION
         d = e.to_dict()

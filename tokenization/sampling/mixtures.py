@@ -9,7 +9,8 @@ A ``Mixture`` holds explicit per-dataset weights and, optionally, per-task-famil
 
 - explicit weights only (``oxe_magic_soup``): each available listed dataset gets its weight; the
   weights are normalized over the datasets actually present (as Octo/OpenVLA do);
-- family weights (``unified``): each family (manipulation, navigation, egocentric, trajectory) gets
+- family weights (``unified``): each family (manipulation, navigation, egocentric, trajectory,
+  vision_language) gets
   its share, split inside the family by the explicit weights, or ``default_weight`` for a dataset
   the preset does not name (so a new VLN or simulation dataset joins its family without a code
   change). A family with no dataset present drops out and the rest are renormalized.
@@ -26,7 +27,8 @@ Open-X datasets vlaflow has specs for, ``converters/openx_rlds/specs/``):
 - ``oxe_flex``: the magic soup + berkeley_gnm_recon 1.0 (Octo's ``oxe_flex_act_soup`` has
   gnm_dataset 1.0, of which RECON is one part);
 - ``unified``: manipulation 0.6 (the magic soup plus weights inside, 1.0 for others, e.g. simulation
-  logs), navigation 0.25, egocentric 0.1, trajectory 0.05;
+  logs), navigation 0.25, egocentric 0.1, trajectory 0.05, vision_language 0.1 (co-training data: captions,
+  VQA, grounding; a corpus without it samples the other families exactly as before);
 - ``uniform``: every available dataset weight 1.
 """
 from __future__ import annotations
@@ -140,8 +142,10 @@ PRESETS: dict[str, Mixture] = {
     "oxe_flex": Mixture("oxe_flex", {**OXE_MAGIC_SOUP, "berkeley_gnm_recon": 1.0},
                         description="magic soup + navigation (Octo's oxe_flex_act_soup subset)"),
     "unified": Mixture("unified", {**OXE_MAGIC_SOUP, **OXE_PLUS},
-                       families={"manipulation": 0.6, "navigation": 0.25, "egocentric": 0.1, "trajectory": 0.05},
-                       default_weight=1.0, description="manipulation / navigation / egocentric / trajectory"),
+                       families={"manipulation": 0.6, "navigation": 0.25, "egocentric": 0.1, "trajectory": 0.05,
+                                 "vision_language": 0.1},
+                       default_weight=1.0,
+                       description="manipulation / navigation / egocentric / trajectory / vision_language"),
     "uniform": Mixture("uniform", {}, default_weight=1.0, description="every dataset equally"),
 }
 

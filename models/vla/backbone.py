@@ -79,11 +79,20 @@ def load_tokenizer(config: VLAConfig, folder: str | Path | None = None):
         tok = AutoTokenizer.from_pretrained(config.backbone, local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if config.head == "discrete" and config.discrete_tokenizer == "bins":
-        from vlaflow.tokenization.tokenizers.bins import ReservedIds
-
-        ReservedIds.reserve(tok, config.discrete_bins, "added")  # idempotent
+    if config.head == "discrete":
+        action_tokenizer(config, tok)  # reserves the action ids (idempotent) before any LM is sized
     return tok
+
+
+def action_tokenizer(config: VLAConfig, tokenizer):
+    """The discrete head's action tokenizer, its ids reserved in ``tokenizer`` (idempotent)."""
+    if config.discrete_tokenizer == "fast":
+        from vlaflow.tokenization.tokenizers.fast import FASTActionTokenizer, FASTTokenizer
+
+        return FASTActionTokenizer(FASTTokenizer.load(config.fast_tokenizer), tokenizer)
+    from vlaflow.tokenization.tokenizers.bins import BinActionTokenizer
+
+    return BinActionTokenizer(tokenizer, config.discrete_bins)
 
 
 def _cache_kwarg(model: nn.Module) -> str:
@@ -130,6 +139,7 @@ def build_language_model(config: VLAConfig, tokenizer, lm_config=None) -> nn.Mod
         raise ValueError(f"backbone {config.backbone!r}: expected a decoder-only LM with model.layers "
                          f"(Qwen2/Qwen3 family), got {type(lm).__name__}")
     _truncate(lm, config.backbone_layers if lm_config is None else None)
+    lm.to(getattr(torch, config.backbone_dtype))
     if lm.get_input_embeddings().num_embeddings < len(tokenizer):
         lm.resize_token_embeddings(len(tokenizer))
     return lm
@@ -168,8 +178,9 @@ class Backbone(nn.Module):
     def prefix(self, state, state_mask, vision=None, vision_mask=None):
         """[B, P, D] prefix embeddings and [B, P] mask: the state token, then the vision tokens."""
         dtype = self.state_proj.weight.dtype
-        sm = state_mask.to(dtype)
-        s_in = torch.cat([state.to(dtype) * sm, sm], dim=-1)
+        sm = state_mask.bool()
+        s_in = torch.cat([torch.where(sm, state.to(dtype), torch.zeros((), dtype=dtype, device=state.device)),
+                          sm.to(dtype)], dim=-1)
         if not self.config.state_in_backbone:
             s_in = torch.zeros_like(s_in)
         parts = [self.state_proj(s_in)[:, None]]
@@ -186,11 +197,11 @@ class Backbone(nn.Module):
     def forward(self, input_ids, attention_mask, state, state_mask, vision=None, vision_mask=None,
                 past_key_values=None):
         pre, pre_mask = self.prefix(state, state_mask, vision, vision_mask)
-        tok = self.lm.get_input_embeddings()(input_ids).to(pre.dtype)
-        embeds = torch.cat([pre, tok], 1)
+        emb = self.lm.get_input_embeddings()
+        embeds = torch.cat([pre.to(emb.weight.dtype), emb(input_ids)], 1)
         mask = torch.cat([pre_mask, attention_mask.bool()], 1)
         last, cache = self.run(embeds, mask.long(), past_key_values)
-        hidden = torch.where(mask[..., None], last, torch.zeros((), dtype=embeds.dtype, device=embeds.device))
+        hidden = torch.where(mask[..., None], last.to(pre.dtype), torch.zeros((), dtype=pre.dtype, device=pre.device))
         return hidden, mask, pre.shape[1], cache
 
     def run(self, embeds: torch.Tensor, attention_mask: torch.Tensor, cache=None):
@@ -201,4 +212,5 @@ class Backbone(nn.Module):
         return out.last_hidden_state, cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm.lm_head(hidden)
+        head = self.lm.get_output_embeddings()
+        return head(hidden.to(head.weight.dtype))

@@ -48,10 +48,12 @@ class VLAConfig:
     # -- beyond the contract (defaults keep the contract's behaviour) --
     discrete_bins: int = 256           # bins head: uniform bins over [-1, 1]
     fast_tokenizer: str | None = None  # fast head: folder of a fitted FASTTokenizer (tokenization/tokenizers/fast.py)
-    max_prompt_tokens: int = 256       # prompts are truncated to this many text tokens (left part kept)
+    max_prompt_tokens: int = 256       # prompts are truncated to this many text tokens (head and tail kept)
+    max_conversation_tokens: int = 1024  # VL conversations are cut (right) to this many tokens
     state_in_backbone: bool = True     # also splice a state token into the backbone's input (the DiT always gets it)
     dit_dropout: float = 0.0
     time_scale: float = 0.999          # t = (1 - Beta(a, b)) * time_scale  (GR00T N1.7)
+    backbone_dtype: str = "float32"    # the LM's weights: float32 | bfloat16 | float16 (projectors/head stay fp32)
     extra: dict = field(default_factory=dict)  # free-form (run metadata); saved as is
 
     def __post_init__(self):
@@ -71,7 +73,7 @@ class VLAConfig:
              f"{self.discrete_tokenizer!r} is not one of {', '.join(DISCRETE_TOKENIZERS)}")
         for key in ("horizon", "action_dim", "state_dim", "dit_layers", "dit_heads", "dit_head_dim", "dit_hidden",
                     "num_inference_steps", "t_repeat", "vision_dim", "vision_tokens", "discrete_bins",
-                    "max_prompt_tokens"):
+                    "max_prompt_tokens", "max_conversation_tokens"):
             v = getattr(self, key)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, key, f"expected an integer >= 1, got {v!r}")
         need(self.backbone_layers is None or (isinstance(self.backbone_layers, int) and self.backbone_layers >= 1),
@@ -87,6 +89,8 @@ class VLAConfig:
              "the discrete head predicts tokens with the backbone itself, so it cannot be frozen")
         need(not (self.head == "discrete" and self.discrete_tokenizer == "fast" and not self.fast_tokenizer),
              "fast_tokenizer", "discrete_tokenizer='fast' needs fast_tokenizer (a fitted FASTTokenizer folder)")
+        need(self.backbone_dtype in ("float32", "bfloat16", "float16"), "backbone_dtype",
+             f"{self.backbone_dtype!r} is not one of float32, bfloat16, float16")
         need(self.normalization in ("zscore", "bounds", "quantile", "none"), "normalization",
              f"{self.normalization!r} is not one of zscore, bounds, quantile, none")
 

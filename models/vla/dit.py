@@ -108,13 +108,17 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or dim, inner)
         self.to_out = nn.Linear(inner, dim)
 
+    def keys_values(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, s, _ = src.shape
+        k = self.to_k(src).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        v = self.to_v(src).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        return k, v
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                context_mask: torch.Tensor | None = None, kv: tuple | None = None) -> torch.Tensor:
         b, n, _ = x.shape
-        src = x if context is None else context
         q = self.to_q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
-        k = self.to_k(src).view(b, src.shape[1], self.heads, self.head_dim).transpose(1, 2)
-        v = self.to_v(src).view(b, src.shape[1], self.heads, self.head_dim).transpose(1, 2)
+        k, v = kv if kv is not None else self.keys_values(x if context is None else context)
         attn_mask = None if context_mask is None else context_mask[:, None, None, :].bool()
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                              dropout_p=self.dropout if self.training else 0.0)
@@ -132,9 +136,9 @@ class DiTBlock(nn.Module):
                                 nn.Linear(4 * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, temb, context=None, context_mask=None):
+    def forward(self, x, temb, context=None, context_mask=None, kv=None):
         h = self.norm1(x, temb)
-        x = x + self.drop(self.attn(h, context, context_mask) if self.cross else self.attn(h))
+        x = x + self.drop(self.attn(h, context, context_mask, kv) if self.cross else self.attn(h))
         return x + self.ff(self.norm2(x))
 
 
@@ -151,11 +155,17 @@ class DiT(nn.Module):
         self.proj_out_1 = nn.Linear(dim, 2 * dim)
         self.proj_out_2 = nn.Linear(dim, out_dim)
 
+    def cross_kv(self, context: torch.Tensor) -> dict[int, tuple]:
+        """Every cross-attention block's keys/values of ``context``: they do not change across the Euler
+        steps of one sampling call (GR00T's ``CrossAttnKVCache``), so they are computed once. Valid for
+        that one call only — the next observation has another context."""
+        return {i: b.attn.keys_values(context) for i, b in enumerate(self.blocks) if b.cross}
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                context_mask: torch.Tensor | None = None, kv_cache: dict | None = None) -> torch.Tensor:
         temb = self.timestep_encoder(t)
-        for block in self.blocks:
-            x = block(x, temb, context, context_mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, temb, context, context_mask, kv=None if kv_cache is None else kv_cache.get(i))
         shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)
         return self.proj_out_2(self.norm_out(x) * (1 + scale[:, None]) + shift[:, None])
 
@@ -187,12 +197,13 @@ class FlowActionHead(nn.Module):
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
                  state: torch.Tensor, state_mask: torch.Tensor, target_mask: torch.Tensor,
-                 embodiment_id: torch.Tensor) -> torch.Tensor:
-        m = target_mask.to(x_t.dtype)
-        sm = state_mask.to(state.dtype)
-        s = self.state_encoder(torch.cat([state * sm, sm], dim=-1)[:, None], embodiment_id)  # [B, 1, hidden]
-        a = self.action_encoder(x_t * m, t, embodiment_id)  # [B, H, hidden]
+                 embodiment_id: torch.Tensor, kv_cache: dict | None = None) -> torch.Tensor:
+        zero = torch.zeros((), dtype=x_t.dtype, device=x_t.device)
+        sm = state_mask.bool()
+        s_in = torch.cat([torch.where(sm, state, zero), sm.to(state.dtype)], dim=-1)
+        s = self.state_encoder(s_in[:, None], embodiment_id)  # [B, 1, hidden]
+        a = self.action_encoder(torch.where(target_mask, x_t, zero), t, embodiment_id)  # [B, H, hidden]
         seq = self.proj_in(torch.cat([s, a], dim=1)) + self.position[:, : 1 + x_t.shape[1]]
-        out = self.dit(seq, t, context, context_mask)
+        out = self.dit(seq, t, context, context_mask, kv_cache)
         v = self.action_decoder(out[:, -x_t.shape[1]:], embodiment_id)
-        return v * m
+        return torch.where(target_mask, v, zero)

@@ -34,8 +34,8 @@ def sample_time(n: int, beta: tuple[float, float] = (1.5, 1.0), scale: float = 0
 
 def interpolate(actions: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, mask: torch.Tensor):
     """(x_t, velocity target), both exactly 0 where ``mask`` is False. ``t`` is [B]."""
-    m = mask.to(actions.dtype)
-    a, e = actions * m, noise * m
+    zero = torch.zeros((), dtype=actions.dtype, device=actions.device)
+    a, e = torch.where(mask, actions, zero), torch.where(mask, noise, zero)  # where: NaN padding cannot leak
     tt = t.to(actions.dtype).view(-1, *([1] * (actions.dim() - 1)))
     return (1.0 - tt) * e + tt * a, a - e
 
@@ -55,10 +55,10 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
                  mask: torch.Tensor, num_steps: int) -> torch.Tensor:
     """Integrate ``dx/dt = velocity(x, t)`` from t = 0 (noise) to 1; masked positions stay exactly 0."""
-    m = mask.to(noise.dtype)
-    x = noise * m
+    zero = torch.zeros((), dtype=noise.dtype, device=noise.device)
+    x = torch.where(mask, noise, zero)
     dt = 1.0 / num_steps
     for k in range(num_steps):
         t = torch.full((x.shape[0],), k * dt, dtype=noise.dtype, device=noise.device)
-        x = (x + dt * velocity(x, t)) * m
-    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        x = torch.where(mask, x + dt * velocity(x, t), zero)
+    return x

@@ -20,11 +20,11 @@ from torch import nn
 
 from vlaflow.tokenization.prompts import IGNORE
 
-from .backbone import Backbone, load_tokenizer
+from .backbone import Backbone, action_tokenizer, load_tokenizer
 from .config import FAMILIES, VLAConfig
 from .dit import FlowActionHead
 from .flow import euler_sample, interpolate, masked_mse, sample_time
-from .processor import VLAProcessor, action_tokenizer, own_dims
+from .processor import VLAProcessor, own_dims
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -81,13 +81,17 @@ class VLAModel(nn.Module):
                              batch["state"], batch["state_mask"], vision, vision_mask)
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+    def forward(self, batch: dict, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                time: torch.Tensor | None = None) -> dict:
+        """Losses of a batch. ``noise`` [B·t_repeat, H, A] and ``time`` [B·t_repeat] fix the flow draw
+        (evaluation, tests); otherwise they are sampled (from ``generator`` when given)."""
         batch = self._to_device(batch)
         cfg = self.config
         hidden, mask, prefix_len, _ = self.encode(batch)
         fam = batch["family_id"]
         out: dict = {}
-        per_family: dict[int, list] = {}  # family id -> [flow sq-err sum, flow count, lm ce sum, lm count]
+        # per family id: flow squared-error sum, flow count, LM cross-entropy sum, LM token count
+        acc = torch.zeros(len(FAMILIES), 4, dtype=torch.float64, device=hidden.device)
         total = hidden.new_zeros(())
 
         if cfg.head == "flow":
@@ -95,21 +99,21 @@ class VLAModel(nn.Module):
             rep = (lambda x: x.repeat_interleave(r, 0)) if r > 1 else (lambda x: x)
             tm = rep(batch["target_mask"])
             target = rep(batch["target"])
-            noise = torch.randn(target.shape, dtype=target.dtype, device=target.device, generator=generator)
-            t = sample_time(target.shape[0], cfg.time_beta, cfg.time_scale, target.device,
-                            generator=generator if generator is None or generator.device.type == "cpu" else None)
+            if noise is None:
+                noise = torch.randn(target.shape, dtype=target.dtype, generator=generator,
+                                    device=generator.device if generator is not None else target.device)
+            t = time.to(target.device) if time is not None else sample_time(
+                target.shape[0], cfg.time_beta, cfg.time_scale, target.device,
+                generator=generator if generator is None or generator.device.type == "cpu" else None)
+            noise = noise.to(target.device, target.dtype)
             x_t, velocity = interpolate(target, noise, t, tm)
             context = self.action_head.condition(hidden)
             pred = self.action_head.velocity(x_t, t, rep(context), rep(mask), rep(batch["state"]),
                                              rep(batch["state_mask"]), tm, rep(batch["embodiment_id"]))
             loss_flow, per_row = masked_mse(pred, velocity, tm)
-            counts = tm.flatten(1).sum(1)
             fam_r = rep(fam)
-            for f in fam_r.unique().tolist():
-                sel = fam_r == f
-                acc = per_family.setdefault(f, [0.0, 0, 0.0, 0])
-                acc[0] += float(per_row[sel].sum().detach())
-                acc[1] += int(counts[sel].sum())
+            acc[:, 0].index_add_(0, fam_r, per_row.detach().double())
+            acc[:, 1].index_add_(0, fam_r, tm.flatten(1).sum(1).double())
             out["loss/flow"] = loss_flow.detach()
             total = total + loss_flow
 
@@ -123,18 +127,15 @@ class VLAModel(nn.Module):
             ce = nn.functional.cross_entropy(logits.float(), nxt[sel], reduction="none")
             rows = sel.nonzero()[:, 0]
             loss_lm = ce.sum() / sel.sum().clamp(min=1)
-            for f in fam.unique().tolist():
-                in_f = fam[rows] == f
-                acc = per_family.setdefault(f, [0.0, 0, 0.0, 0])
-                acc[2] += float(ce[in_f].sum().detach())
-                acc[3] += int(in_f.sum())
+            acc[:, 2].index_add_(0, fam[rows], ce.detach().double())
+            acc[:, 3].index_add_(0, fam[rows], torch.ones_like(ce, dtype=torch.float64))
             out["loss/lm"] = loss_lm.detach()
             total = total + loss_lm
-        elif any(p.requires_grad for p in self.backbone.lm.lm_head.parameters()):
+        elif any(p.requires_grad for p in self.backbone.lm.get_output_embeddings().parameters()):
             # keep every parameter in the graph (DDP without find_unused_parameters): a zero-weight term
             total = total + 0.0 * self.backbone.logits(hidden[:, :1]).sum()
 
-        for f, (se, n, ce_sum, m) in sorted(per_family.items()):
+        for f, (se, n, ce_sum, m) in enumerate(acc.tolist()):  # one device sync for all the metrics
             if n or m:
                 out[f"loss/{FAMILIES[f]}"] = (se / max(n, 1) if n else 0.0) + (ce_sum / max(m, 1) if m else 0.0)
         out["loss"] = total
@@ -150,17 +151,22 @@ class VLAModel(nn.Module):
         hidden, mask, _, _ = self.encode(batch)
         context = self.action_head.condition(hidden)
         tm = batch["target_mask"].bool()
-        noise = torch.randn(tm.shape, dtype=context.dtype, device=context.device, generator=generator)
+        noise = torch.randn(tm.shape, dtype=context.dtype, generator=generator,
+                            device=generator.device if generator is not None else context.device).to(context.device)
         head = self.action_head
+        kv = head.dit.cross_kv(context)  # computed once for all the Euler steps of this call
 
         def velocity(x, t):
-            return head.velocity(x, t, context, mask, batch["state"], batch["state_mask"], tm, batch["embodiment_id"])
+            return head.velocity(x, t, context, mask, batch["state"], batch["state_mask"], tm, batch["embodiment_id"],
+                                 kv_cache=kv)
 
         return euler_sample(velocity, noise, tm, num_steps or self.config.num_inference_steps)
 
     def _decode_tokens(self, batch: dict) -> torch.Tensor:
         """Greedy decoding of action tokens, row by row with a KV cache, constrained to the action id
         range; decoded into the dims ``target_mask`` asks for (others exactly 0)."""
+        from transformers import DynamicCache
+
         cfg = self.config
         tm = batch["target_mask"].bool()
         b, h, a = tm.shape
@@ -177,8 +183,6 @@ class VLAModel(nn.Module):
             input_ids, attn = row["input_ids"][:, :n], row["attention_mask"][:, :n]
             fixed = cfg.discrete_tokenizer == "bins"
             budget = h * len(dims) if fixed else 4 * h * len(dims) + 8
-            from transformers import DynamicCache
-
             cache = DynamicCache()
             vision, vision_mask = self._vision(row)
             hid, _, _, cache = self.backbone(input_ids, attn, row["state"], row["state_mask"], vision, vision_mask,
@@ -209,11 +213,10 @@ class VLAModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def _tied_keys(self) -> set[str]:
-        lm = self.backbone.lm
-        if getattr(lm.config, "tie_word_embeddings", False) or \
-                lm.get_output_embeddings().weight is lm.get_input_embeddings().weight:
-            return {"backbone.lm.lm_head.weight"}
-        return set()
+        """State-dict keys that alias the input embeddings (a tied LM head): saved once, re-tied on load."""
+        emb = self.backbone.lm.get_input_embeddings().weight
+        keys = [k for k, v in self.state_dict(keep_vars=True).items() if v is emb]
+        return set(keys[1:])
 
     def _savable_state(self) -> dict[str, torch.Tensor]:
         skip = self._tied_keys()

@@ -13,67 +13,25 @@ Discrete targets: the chunk's *own* dimensions are the positions whose mask is T
 major order: every own value of step 0, then step 1, …). Bins give one token per (step, own dim) and the
 label of a (step, dim) the mask marks False is -100 (the token stays in the input, it just is not
 learned); FAST encodes the [H, own dims] chunk (masked entries 0) as a whole.
+
+Vision-language rows (a ``conversation``, no action) go through ``tokenization.prompts.render_conversation``:
+labels on the assistant turns, ``<image>`` markers dropped (the cameras are the backbone's prefix), cut to
+``max_conversation_tokens``.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from vlaflow.tokenization.prompts import IGNORE, PromptBuilder
+from vlaflow.tokenization.prompts import IGNORE, PromptBuilder, render_conversation
 
+from .backbone import action_tokenizer
 from .config import FAMILIES, VLAConfig
-
-
-def action_tokenizer(config: VLAConfig, tokenizer):
-    """The discrete head's action tokenizer, its ids reserved in ``tokenizer`` (idempotent)."""
-    if config.discrete_tokenizer == "fast":
-        from vlaflow.tokenization.tokenizers.fast import FASTActionTokenizer, FASTTokenizer
-
-        return FASTActionTokenizer(FASTTokenizer.load(config.fast_tokenizer), tokenizer)
-    from vlaflow.tokenization.tokenizers.bins import BinActionTokenizer
-
-    return BinActionTokenizer(tokenizer, config.discrete_bins)
 
 
 def own_dims(target_mask: np.ndarray) -> np.ndarray:
     """Indices of the action dims a chunk supervises at any step."""
     return np.flatnonzero(np.asarray(target_mask, bool).any(0))
-
-
-def _conversation_fallback(tokenizer, template: str, system: str, conversation: list[dict]) -> tuple[list, list]:
-    """Local rendering of a VL conversation until ``prompts.render_conversation`` (issue 17) lands:
-    every turn through the chat template, labels on the assistant turns (their text and end-of-turn)."""
-    sentinel = "\u2063VLAFLOW_TURN\u2063"
-    msgs = ([{"role": "system", "content": system}] if system else [])
-    ids: list[int] = []
-    labels: list[int] = []
-    for turn in conversation:
-        role, text = turn["role"], str(turn.get("text", turn.get("content", "")))
-        rendered = tokenizer.apply_chat_template(msgs + [{"role": role, "content": sentinel}], tokenize=False,
-                                                 chat_template=template)
-        before = tokenizer.apply_chat_template(msgs, tokenize=False, chat_template=template) if msgs else ""
-        head, tail = rendered[len(before):].split(sentinel)
-        h = tokenizer(head, add_special_tokens=False)["input_ids"]
-        b = tokenizer(text, add_special_tokens=False)["input_ids"]
-        t = tokenizer(tail, add_special_tokens=False)["input_ids"]
-        ids += h + b + t
-        labels += [IGNORE] * len(h) + ((b + t) if role == "assistant" else [IGNORE] * (len(b) + len(t)))
-        msgs.append({"role": role, "content": text})
-    return ids, labels
-
-
-def render_conversation(tokenizer, template: str, system: str, conversation: list[dict]) -> tuple[list, list]:
-    """VL hook: ``tokenization.prompts.render_conversation`` when it exists (issue 17), else the fallback."""
-    try:
-        from vlaflow.tokenization.prompts import render_conversation as shared
-    except ImportError:
-        return _conversation_fallback(tokenizer, template, system, conversation)
-    out = shared(tokenizer, system, conversation)
-    if isinstance(out, dict):
-        return list(out["input_ids"]), list(out["labels"])
-    if isinstance(out, tuple):
-        return list(out[0]), list(out[1])
-    return list(out.input_ids), list(out.labels)
 
 
 class VLAProcessor:
@@ -86,6 +44,29 @@ class VLAProcessor:
         self.prompts = PromptBuilder(tokenizer)
         self.actions = action_tokenizer(config, tokenizer) if config.head == "discrete" else None
         self.pad_id = int(tokenizer.pad_token_id)
+        self._cache: dict = {}
+
+    def __getstate__(self):  # ships to Ray workers without its cache
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+    def _prompt_parts(self, system: str, instruction: str, target: bool) -> tuple[list[int], list[int]]:
+        """(prefix ids, suffix ids) of a prompt, cached: every step of an episode shares its prompt, and the
+        chat template + tokenizer are most of the collate's cost. The prefix ends with the assistant header;
+        the suffix (the end of turn) follows the action tokens when there is a target."""
+        key = (system, instruction, target)
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) >= 8192:
+                self._cache.clear()
+            if target:
+                p = self.prompts.build(system, instruction, action_ids=[])
+                hit = (list(p.input_ids[: p.prompt_length]), list(p.input_ids[p.prompt_length:]))
+            else:
+                hit = (list(self.prompts.generation_prompt(system, instruction).input_ids), [])
+            self._cache[key] = hit
+        return hit
 
     # ------------------------------------------------------------------ one sample
     def _truncate(self, ids: list[int], labels: list[int], prompt_len: int) -> tuple[list[int], list[int]]:
@@ -100,23 +81,26 @@ class VLAProcessor:
     def encode_prompt(self, sample: dict, *, with_target: bool) -> tuple[list[int], list[int]]:
         """(input_ids, labels) of one sample; ``with_target`` adds the discrete action tokens."""
         system, instruction = sample.get("embodiment_prompt") or "", sample.get("instruction") or ""
-        if sample.get("conversation"):
-            return render_conversation(self.tokenizer, self.prompts.template, system, sample["conversation"])
+        if sample.get("conversation"):  # a vision-language row (issue 17): labels on the assistant turns
+            p = render_conversation(self.tokenizer, system, list(sample["conversation"]),
+                                    chat_template=self.prompts.template,
+                                    max_length=self.config.max_conversation_tokens)
+            return list(p.input_ids), list(p.labels)
         if self.config.head == "discrete" and with_target:
             mask = np.asarray(sample["target_mask"], bool)
             dims = own_dims(mask)
             chunk = np.asarray(sample["target"], np.float32)[:, dims] * mask[:, dims]
-            ids = self.actions.encode(chunk)
-            p = self.prompts.build(system, instruction, action_ids=ids)
-            labels = list(p.labels)
+            ids = [int(i) for i in self.actions.encode(chunk)]
+            prefix, suffix = self._prompt_parts(system, instruction, True)
+            target_labels = list(ids)
             if self.config.discrete_tokenizer == "bins":  # a masked (step, dim) is in the input, not a label
-                flat = mask[:, dims].ravel()
-                for j, ok in enumerate(flat):
+                for j, ok in enumerate(mask[:, dims].ravel()):
                     if not ok:
-                        labels[p.prompt_length + j] = IGNORE
-            return self._truncate(list(p.input_ids), labels, p.prompt_length)
-        p = self.prompts.generation_prompt(system, instruction)
-        return self._truncate(list(p.input_ids), list(p.labels), p.prompt_length)
+                        target_labels[j] = IGNORE
+            return self._truncate(prefix + ids + suffix, [IGNORE] * len(prefix) + target_labels + suffix,
+                                  len(prefix))
+        prefix, _ = self._prompt_parts(system, instruction, False)
+        return self._truncate(list(prefix), [IGNORE] * len(prefix), len(prefix))
 
     # ------------------------------------------------------------------ the collate
     def __call__(self, samples: list[dict], with_target: bool = True) -> dict[str, torch.Tensor]:
@@ -167,13 +151,22 @@ class VLAProcessor:
             "vision": torch.from_numpy(vision), "vision_mask": torch.from_numpy(vision_mask),
             "state": torch.from_numpy(state), "state_mask": torch.from_numpy(state_mask),
             "target": torch.from_numpy(target), "target_mask": torch.from_numpy(target_mask),
-            "embodiment_id": torch.tensor([cfg.embodiment_id(s["embodiment"]) if cfg.embodiments else 0
-                                           for s in samples], dtype=torch.long),
+            "embodiment_id": torch.tensor([self._embodiment_id(s) for s in samples], dtype=torch.long),
             "family_id": torch.tensor([family_id(s) for s in samples], dtype=torch.long),
         }
         if cfg.vision == "encoder":
             batch["pixel_values"], batch["vision_mask"] = self._pixels(samples)
         return batch
+
+    def _embodiment_id(self, sample: dict) -> int:
+        """Index of the row's embodiment in ``config.embodiments``. A vision-language row (a conversation, no
+        action target: ``embodiment = "no_body"``) needs no per-embodiment layer and gets 0 when its
+        embodiment is not listed; any other unknown embodiment is an error."""
+        name = sample.get("embodiment", "")
+        if self.config.embodiments and name not in self.config.embodiments and sample.get("conversation") \
+                and not np.asarray(sample.get("target_mask", False)).any():
+            return 0
+        return self.config.embodiment_id(name)
 
     def _pixels(self, samples: list[dict]):
         """Raw frames (bytes or HxWx3 uint8, per camera) → the encoder's own preprocessing."""

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlaflow.schemas import ACTION, STATE, TRAJECTORY, Col, InputError
+from vlaflow.schemas import ACTION, STATE, TRAJECTORY, VISION_LANGUAGE, Col, InputError
 from vlaflow.schemas.arrow import fixed_to_numpy, trajectory_to_numpy
 from vlaflow.tokenization.normalization import Normalizer
 
@@ -41,7 +41,7 @@ VISION_MODES = ("features", "encoder", "none")
 STRING_FIELDS = ("dataset", "embodiment", "task_family", "instruction", "embodiment_prompt", "episode_id")
 STEP_COLUMNS = [Col.DATASET, Col.EMBODIMENT, Col.EMBODIMENT_PROMPT, Col.TASK_FAMILY, Col.INSTRUCTION, Col.EPISODE_ID,
                 Col.STEP_INDEX, Col.ACTION, Col.ACTION_MASK, Col.ACTION_VALID, Col.STATE, Col.STATE_MASK,
-                Col.TRAJECTORY, Col.TRAJECTORY_MASK]
+                Col.TRAJECTORY, Col.TRAJECTORY_MASK, Col.CONVERSATION]
 
 
 @dataclass
@@ -239,10 +239,12 @@ def shard_samples(steps: pa.Table, horizon: int, norm: SampleNormalizer, vision:
     state = np.array(fixed_to_numpy(steps[Col.STATE], STATE.width, np.float32))
     smask = fixed_to_numpy(steps[Col.STATE_MASK], STATE.width, bool)
     traj, tmask = trajectory_to_numpy(steps)
+    families = _strings(steps[Col.TASK_FAMILY])
+    vl = families == VISION_LANGUAGE  # no action, state or body: no statistics, nothing to normalize
     # normalize per (dataset, embodiment) group, before chunking (a row's values are the same in every chunk)
     traj_n = None if traj is None else traj.copy()
-    for key in sorted(set(zip(ds, emb))):
-        rows = np.flatnonzero((ds == key[0]) & (emb == key[1]))
+    for key in sorted(set(zip(ds[~vl], emb[~vl]))):
+        rows = np.flatnonzero((ds == key[0]) & (emb == key[1]) & ~vl)
         a, s, t = norm.normalize(key[0], key[1], action[rows], state[rows], None if traj is None else traj[rows])
         action[rows], state[rows] = a, s
         if traj is not None:
@@ -253,7 +255,11 @@ def shard_samples(steps: pa.Table, horizon: int, norm: SampleNormalizer, vision:
     tmask_all = np.concatenate([cmask, ttmask], axis=2)
     target[~tmask_all] = 0.0
     state[~smask] = 0.0
-    cols = {"dataset": ds, "embodiment": emb, "task_family": _strings(steps[Col.TASK_FAMILY]),
+    conversation = np.full(n, "", object)  # JSON of the turns (vision_language rows), "" elsewhere
+    if Col.CONVERSATION in steps.column_names and vl.any():
+        for i, turns in zip(np.flatnonzero(vl), steps[Col.CONVERSATION].combine_chunks().take(np.flatnonzero(vl)).to_pylist()):
+            conversation[i] = json.dumps(turns) if turns else ""
+    cols = {"dataset": ds, "embodiment": emb, "task_family": families, "conversation": conversation,
             "instruction": _strings(steps[Col.INSTRUCTION]), "embodiment_prompt": _strings(steps[Col.EMBODIMENT_PROMPT]),
             "episode_id": eps, "step_index": steps[Col.STEP_INDEX].to_numpy(zero_copy_only=False).astype(np.int64),
             "state": state, "state_mask": smask, "target": target, "target_mask": tmask_all}
@@ -261,7 +267,7 @@ def shard_samples(steps: pa.Table, horizon: int, norm: SampleNormalizer, vision:
         cols.update(vision)
     for c, (role, values) in enumerate((images or {}).items()):  # numbered: sorted column order = camera order
         cols[f"image.{c:02d}.{role}"] = values
-    return ShardSamples(cols, np.flatnonzero(tmask_all.reshape(n, -1).any(1)))
+    return ShardSamples(cols, np.flatnonzero(tmask_all.reshape(n, -1).any(1) | (conversation != "")))
 
 
 def feature_arrays(reader_arrays, table: pa.Table, roles: list[str], tokens: int, dim: int, available: list[str]):
@@ -447,7 +453,10 @@ def block_to_samples(batch: dict) -> list[dict]:
     image_cols = sorted(k for k in batch if k.startswith("image."))
     out = []
     for i in range(n):
-        s = {k: (str(batch[k][i]) if k in STRING_FIELDS else batch[k][i]) for k in batch if not k.startswith("image.")}
+        s = {k: (str(batch[k][i]) if k in STRING_FIELDS else batch[k][i]) for k in batch
+             if not k.startswith("image.") and k != "conversation"}
+        if "conversation" in batch and batch["conversation"][i]:
+            s["conversation"] = json.loads(str(batch["conversation"][i]))  # [{"role", "text"}] (docs/vl.md)
         s["vision"] = batch["vision"][i] if "vision" in batch else None
         if "vision_mask" not in batch:
             s["vision_mask"] = np.zeros(0, bool)

@@ -329,6 +329,11 @@ def train(output: str = typer.Argument(..., help="run storage folder (RunConfig.
     except (VlaflowError, OSError, ValueError) as err:
         _fail(err)
     m = res.metrics
+    if res.already_done:
+        console.print(f"{cfg.name}: already at step {res.resumed_from} (steps={cfg.steps}); nothing to train — raise "
+                      "steps to continue, or pass --name for a new run")
+        print(res.checkpoint)
+        return
     fams = ", ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(m.items()) if k.startswith("loss/") and k != "loss/flow")
     console.print(f"trained {cfg.name}: step {m.get('step')} (resumed at {res.resumed_from}), loss "
                   f"{m.get('first_loss', float('nan')):.4f} → {m.get('loss', float('nan')):.4f}"

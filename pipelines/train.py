@@ -418,6 +418,7 @@ class TrainResult:
     start_position: int
     schedule: Schedule
     seconds: float
+    already_done: bool = False  # the run had reached ``steps`` before this launch: nothing was trained
 
 
 def run_training(cfg: TrainConfig, num_cpus: int | None = None) -> TrainResult:
@@ -458,9 +459,9 @@ def run_training(cfg: TrainConfig, num_cpus: int | None = None) -> TrainResult:
     world = max(1, cfg.num_workers)
     remaining = schedule.total - start
     steps_available = remaining // world // cfg.batch_size
-    if cfg.steps is not None and resumed_step >= cfg.steps:
-        raise InputError(f"{rdir}: the run is already at step {resumed_step} >= steps={cfg.steps}; raise steps "
-                         "to continue")
+    if cfg.steps is not None and resumed_step >= cfg.steps:  # done already: a rerun is a no-op, like ingest's
+        return TrainResult(dict(prog.get("metrics") or {}), resume, rdir, resumed_step, start, schedule,
+                           time.perf_counter() - t0, already_done=True)
     if steps_available < 1:
         raise InputError(f"{rdir}: nothing left to train on at schedule position {start} of {schedule.total}: "
                          "raise data.epochs or data.samples_per_epoch (or pick a new --name)")

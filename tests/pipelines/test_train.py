@@ -224,6 +224,9 @@ def test_relaunch_resumes_step_optimizer_and_data_position(trained):
     adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
     assert adam_steps == {30.0}  # the optimizer's own step counters continued from the checkpoint's 20
     assert json.loads((Path(ck) / PROGRESS).read_text())["samples_consumed"] == 120
+    # a relaunch of a finished run trains nothing and points at its checkpoint
+    again = run_training(_train_cfg(tmp / "corpus", tmp / "runs", steps=30))
+    assert again.already_done and again.checkpoint == ck and again.metrics["step"] == 30
     # a relaunch under another data config would mean other positions: refused
     with pytest.raises(InputError, match="another data config"):
         run_training(_train_cfg(tmp / "corpus", tmp / "runs", steps=40, data={"seed": 5}))

@@ -337,7 +337,7 @@ def train(output: str = typer.Argument(..., help="run storage folder (RunConfig.
     fams = ", ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(m.items()) if k.startswith("loss/") and k != "loss/flow")
     console.print(f"trained {cfg.name}: step {m.get('step')} (resumed at {res.resumed_from}), loss "
                   f"{m.get('first_loss', float('nan')):.4f} → {m.get('loss', float('nan')):.4f}"
-                  + (f" [{fams}]" if fams else "")
+                  + (f" ({fams})" if fams else "")
                   + f"; {m.get('samples_per_s', 0):.1f} samples/s, data wait {100 * m.get('data_wait_fraction', 0):.1f}%"
                   f"; {res.seconds:.1f} s")
     print(res.checkpoint)

@@ -105,6 +105,12 @@ class StepDataset:
                 "target": target, "target_mask": tmask, "vision": self.vision[i], "vision_mask": self.vmask[i]}
 
 
+def _cycle(loader):
+    """A DataLoader's batches epoch after epoch (it holds one epoch of the steps; the feed's schedule holds 50)."""
+    while True:
+        yield from loader
+
+
 def _time(it, warmup: int, batches: int, size) -> float:
     """Samples/s over ``batches`` batches after ``warmup`` (the iterator's start-up is in the warm-up)."""
     it = iter(it)
@@ -177,9 +183,9 @@ def main(argv=None) -> int:
     base = StepDataset(root, a.horizon, cams)
     kw = dict(batch_size=a.batch_size, shuffle=True, drop_last=True, num_workers=a.workers,
               persistent_workers=a.workers > 0)
-    res["dataloader_collated"] = _time(torch.utils.data.DataLoader(base, collate_fn=processor, **kw),
+    res["dataloader_collated"] = _time(_cycle(torch.utils.data.DataLoader(base, collate_fn=processor, **kw)),
                                        a.warmup, a.batches, bsize)
-    res["dataloader_raw"] = _time(torch.utils.data.DataLoader(base, collate_fn=lambda x: x, **kw),
+    res["dataloader_raw"] = _time(_cycle(torch.utils.data.DataLoader(base, collate_fn=lambda x: x, **kw)),
                                   a.warmup, a.batches, bsize)
     res["ratio_collated"] = res["vlaflow_feed_collated"] / res["dataloader_collated"]
     res["ratio_raw"] = res["vlaflow_feed_raw"] / res["dataloader_raw"]

@@ -143,7 +143,8 @@ def data_fingerprint(cfg: TrainConfig, feed: Feed, schedule: Schedule) -> dict:
     d = asdict(cfg.data)
     d.pop("stats", None)
     return {"data": d, "schedule_total": schedule.total, "items": len(schedule.items),
-            "batch_size": cfg.batch_size, "stats_cache_key": feed.stats.get("cache_key", "")}
+            "batch_size": cfg.batch_size, "stats_cache_key": feed.stats.get("cache_key", ""),
+            "features": feed.features_signature}
 
 
 def latest_checkpoint(folder: str) -> str | None:
@@ -450,8 +451,9 @@ def run_training(cfg: TrainConfig, num_cpus: int | None = None) -> TrainResult:
     if resume:
         prog = read_progress(resume)
         if prog.get("fingerprint") != fingerprint:
-            raise InputError(f"{rdir}: this run was started with another data config, batch size or statistics; "
-                             "resuming would skip the wrong samples: pick a new --name (or delete the run folder)")
+            raise InputError(f"{rdir}: this run was started with another data config, batch size, statistics or "
+                             "features encoder; resuming would skip the wrong samples or mix features: pick a new "
+                             "--name (or delete the run folder)")
         start, resumed_step = int(prog["samples_consumed"]), int(prog["step"])
         old = json.loads((Path(resume) / "config.json").read_text())
         if {k: v for k, v in old.items() if k != "extra"} != {k: v for k, v in mcfg.to_dict().items() if k != "extra"}:
@@ -476,8 +478,7 @@ def run_training(cfg: TrainConfig, num_cpus: int | None = None) -> TrainResult:
         "start_position": start, "steps_available": steps_available, "resume_dir": resume,
         "local_mode": cfg.num_workers == 0, "run_dir": rdir, "num_to_keep": cfg.num_to_keep,
         "stats": feed.stats, "embodiment_specs": embodiment_specs(corpus, embodiments, sorted(schedule.probabilities)), "fingerprint": fingerprint,
-        "run_config": {"train": _jsonable(cfg), "features": features_signature(_features_manifest(corpus, feed))
-                       if feed.features_key else None, "features_key": feed.features_key,
+        "run_config": {"train": _jsonable(cfg), "features": feed.features_signature, "features_key": feed.features_key,
                        "mixture": schedule.probabilities},
     }
     from ray.data import ExecutionOptions
@@ -504,12 +505,6 @@ def run_training(cfg: TrainConfig, num_cpus: int | None = None) -> TrainResult:
     latest = latest_checkpoint(rdir)
     return TrainResult(dict(result.metrics or {}), latest, rdir, resumed_step, start, schedule,
                        time.perf_counter() - t0)
-
-
-def _features_manifest(corpus, feed: Feed) -> dict:
-    from .train_data import features_manifest
-
-    return features_manifest(corpus.roots[0].out, feed.features_key)
 
 
 def _jsonable(cfg: TrainConfig) -> dict:

@@ -417,6 +417,7 @@ class Feed:
     features_key: str | None
     features_dim: int
     features_tokens: int
+    features_signature: dict | None = None  # the encoder the features come from (every root the same)
 
     def read_item(self, item: ReadItem) -> dict:
         from .features import FeatureReader
@@ -470,9 +471,8 @@ def build_feed(cfg: FeedConfig) -> tuple[Corpus, Feed, Schedule]:
     """Open the corpus, its statistics and features (one-line errors for each missing piece) and plan the schedule."""
     corpus = Corpus.open(cfg.corpus)
     stats = load_stats(cfg.corpus, cfg.stats)
-    key, dim, tokens = None, 0, 0
+    key, dim, tokens, sig = None, 0, 0, None
     if cfg.vision == "features":
-        sig = None
         for r in corpus.roots:
             k = features_key_of(r.out, cfg.features_key)
             m = features_manifest(r.out, k)
@@ -485,7 +485,7 @@ def build_feed(cfg: FeedConfig) -> tuple[Corpus, Feed, Schedule]:
             raise InputError(f"data.vision_tokens={cfg.vision_tokens} but the features hold {tokens or 'no'} patch "
                              f"tokens; run `vlaflow features ROOT --tokens {cfg.vision_tokens} --key NAME`")
     schedule = plan_schedule(corpus, cfg)
-    return corpus, Feed(cfg, stats, key, dim, tokens), schedule
+    return corpus, Feed(cfg, stats, key, dim, tokens, sig if cfg.vision == "features" else None), schedule
 
 
 def ray_dataset(feed: Feed, items: list):

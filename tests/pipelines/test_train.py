@@ -312,3 +312,20 @@ def test_trains_from_raw_frames_without_features(mixed, ray_local):
     assert res.metrics["step"] == 3 and np.isfinite(res.metrics["loss"])
     cfg = json.loads((Path(res.checkpoint) / "config.json").read_text())
     assert cfg["vision"] == "encoder"
+
+
+def test_predict_refuses_features_of_another_encoder(trained, tmp_path):
+    """The same corpus with its features recomputed by another encoder under the same key: refused in one line."""
+    import shutil
+
+    from vlaflow.models.tiny_encoders import save_tiny_siglip
+
+    tmp, root, *_ = trained
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    shutil.rmtree(other / "features/sig")
+    run_features(str(other), str(save_tiny_siglip(tmp_path / "enc2", seed=1)), key="sig", executor="local")
+    bridge = next(e["episode_id"] for e in pq.read_table(root / "meta/episodes.parquet").to_pylist()
+                  if e["dataset"] == "bridge_dataset")
+    with pytest.raises(InputError, match=r"another encoder.*run `vlaflow features"):
+        predict_step(str(tmp / "runs/run"), bridge, corpus=str(other))

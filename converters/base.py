@@ -62,6 +62,11 @@ class Rejected:
     source: str = ""
     steps: int = 0  # source steps lost, where known
 
+    def __post_init__(self):
+        # A reason is one line in quarantine.jsonl and on the console, whatever a library's message looked like.
+        if "\n" in self.reason or "\r" in self.reason:
+            self.reason = "; ".join(x.strip() for x in self.reason.splitlines() if x.strip())
+
     @classmethod
     def from_error(cls, key: str, err: EpisodeError, source: str = "", steps: int = 0) -> "Rejected":
         return cls(key, err.code, str(err), source, steps)

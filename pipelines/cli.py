@@ -24,7 +24,10 @@ def _disconnect_ray() -> None:
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    from rich.markup import escape
+
+    msg = "; ".join(x.strip() for x in str(err).splitlines() if x.strip())  # one line, whatever a library said
+    console.print(f"[bold red]error:[/] {escape(msg)}")
     raise typer.Exit(2)
 
 
@@ -274,7 +277,9 @@ def stats(output: str = typer.Argument(..., help="a corpus root (folder or URI) 
 @app.command()
 def features(output: str = typer.Argument(..., help="a corpus root (folder or URI)"),
              encoder: str = typer.Option("google/siglip-base-patch16-224", help="Hub id (from the local cache) "
-                                         "or a local folder saved with save_pretrained"),
+                                         "or a local folder saved with save_pretrained: SigLIP/SigLIP2, CLIP, "
+                                         "DINOv2, ViT, or a Qwen2.5-VL/Qwen2-VL checkpoint (its vision tower "
+                                         "only)"),
              tokens: int = typer.Option(0, help="also store k patch tokens per frame (adaptive-avg-pooled)"),
              batch_size: int = typer.Option(32, help="frames per encoder forward"),
              dtype: str = typer.Option("float16", help="storage dtype: float16 or bfloat16"),
@@ -427,6 +432,53 @@ def publish(output: str = typer.Argument(..., help="a corpus root (folder or URI
         console.print(f"[yellow]{res.left} file(s) left[/]: this run reached the commit budget; rerun within the "
                       "hour's commit limit to continue")
         raise typer.Exit(1)
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Write one dataset of a corpus in another project's format.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("lerobot")
+def export_lerobot(output: str = typer.Argument(..., help="a corpus root (folder or URI) or a corpus YAML"),
+                   dataset: str = typer.Option(..., help="the dataset to export (one embodiment)"),
+                   to: str = typer.Option(..., help="folder to write the LeRobot v3.0 dataset into"),
+                   video: bool = typer.Option(False, "--video/--images", help="cameras as MP4 (H.264) videos, or "
+                                              "as image bytes in the parquet (default; stored bytes kept as they are)"),
+                   gop: int = typer.Option(2, help="--video: keyframe interval in frames (LeRobot's default is 2)"),
+                   overwrite: bool = typer.Option(False, help="replace an existing LeRobot dataset at --to")) -> None:
+    """A dataset as LeRobot v3.0 (meta/info.json, stats.json, tasks, episodes, data, videos): loads in
+    lerobot's LeRobotDataset(repo_id, root=DIR), converts back with `--converter lerobot`."""
+    from .export_lerobot import export_lerobot as run
+
+    try:
+        res = run(output, dataset, to, mode="video" if video else "images", overwrite=overwrite, gop=gop)
+    except (VlaflowError, OSError) as err:
+        _fail(err)
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    cams = ", ".join(f"{k} ({v})" for k, v in res.cameras.items()) or "none"
+    console.print(f"LeRobot v3.0 → {res.path}: {res.episodes} episodes, {res.frames} frames, {res.tasks} task(s); "
+                  f"action {len(res.action_names)} values, state {len(res.state_names)}; cameras {cams}")
+
+
+@app.command()
+def report(output: str = typer.Argument(..., help="a corpus root (folder or URI) or a corpus YAML"),
+           to: str = typer.Option(..., help="folder to write index.html and its PNGs into"),
+           episodes: int = typer.Option(2, help="episodes sampled per dataset"),
+           frames: int = typer.Option(6, help="frames per camera strip"),
+           seed: int = typer.Option(0, help="sampling seed")) -> None:
+    """A static HTML page to look at a corpus: counts, ledger, quarantine reasons, slot distributions from
+    stats.json, and a PNG per sampled episode (frames, instruction, slots over time, paths, 2D tracks)."""
+    from .report import build_report
+
+    try:
+        res = build_report(output, to, per_dataset=episodes, seed=seed, n_frames=frames)
+    except (VlaflowError, OSError) as err:
+        _fail(err)
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"report → {res.path}: {len(res.episodes)} episode PNG(s), {len(res.histograms)} distribution "
+                  "PNG(s)")
 
 
 def main() -> None:

@@ -4,8 +4,10 @@ Why: decoding JPEG/MP4 on the training hot path starves GPUs; with a frozen visi
 computed once and read back as small vectors. One task per ingest shard reads only the key and camera columns,
 decodes the frames *inside* the worker (image bytes, or MP4 references through ``media.FrameReader``), encodes
 identical frames (same bytes) once, and writes ``features/<key>/<the shard's relative path>``: the same rows in
-the same order and the same row groups, so attaching features to steps is a zip, not a join. On Ray the stage
-runs as an actor pool (``PooledStage``): the encoder is loaded once per actor; decoded pixels never leave it.
+the same order and the same row groups (one too large for bounded memory is split into whole episodes, mapped in
+the file's metadata), so attaching features to steps is a zip, not a join. On Ray the stage runs as an actor pool
+(``PooledStage``): the encoder is loaded once per actor; decoded pixels never leave it. The driver fingerprints
+the encoder from its files (``describe_encoder``) and never loads it.
 
 ``features/<key>/manifest.json`` records the encoder (id, revision, weights sha256, processor, dtype, pooling),
 the source manifest's sha256 and every shard's sha256; a folder from another encoder or another ingest is
@@ -15,7 +17,6 @@ frame that could not be decoded (its feature is null, its mask false; the run go
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import posixpath
 import time
@@ -30,6 +31,7 @@ from vlaflow.schemas.names import safe_component
 
 from .corpus import Corpus
 from .layout import MANIFEST, features_dir, features_path
+from .lock import RunLock
 from .runner import PooledStage, ProgressFn, Task, make_executor, run_stage
 from .storage import Output
 
@@ -74,15 +76,75 @@ def to_float32(values: np.ndarray, dtype: str) -> np.ndarray:
     return (values.astype(np.uint32) << 16).view(np.float32)
 
 
-class _ShardEncoder:
-    """The frames of one shard through the encoder: dedup by content, batches of ``batch_size``, failures named."""
+SPILL_BYTES = 64 << 20  # per feature kind and task: distinct frames' features held in memory before spilling
+OUT_ROW_GROUP_BYTES = 64 << 20  # feature values of one output row group at most (whole episodes; one may exceed)
+ROW_GROUPS_KEY = b"vlaflow_features_row_groups"  # source row group -> its output row groups, when split
 
-    def __init__(self, encoder, batch_size: int, dtype: str, tokens: int):
+
+class _RowStore:
+    """Fixed-width rows appended once and read back by position: in memory up to ``limit`` bytes, then in a local
+    temporary file. Deduplication across a whole shard needs every distinct frame's features until the shard is
+    written; with ``--tokens`` that is 2·k·D bytes a frame (≈ 1 GB for 10,000 frames at k = 64, D = 768), so past
+    the limit they live on local disk and a task's memory stays bounded whatever the shard's size."""
+
+    def __init__(self, width: int, dtype, limit: int = SPILL_BYTES):
+        self.width, self.dtype, self.limit = width, np.dtype(dtype), limit
+        self.row_bytes = width * self.dtype.itemsize
+        self.rows: list[np.ndarray] = []
+        self.n = 0
+        self.file = None
+        self.peak_in_memory = 0  # bytes of rows held in memory at most (what the limit bounds)
+
+    def append(self, row: np.ndarray) -> int:
+        row = np.ascontiguousarray(row, self.dtype).reshape(self.width)
+        if self.file is None and (self.n + 1) * self.row_bytes > self.limit:
+            import tempfile
+
+            self.file = tempfile.TemporaryFile(prefix="vlaflow-features-")
+            for r in self.rows:
+                self.file.write(r.tobytes())
+            self.rows = []
+        if self.file is not None:
+            self.file.write(row.tobytes())
+        else:
+            self.rows.append(row)
+            self.peak_in_memory = max(self.peak_in_memory, len(self.rows) * self.row_bytes)
+        self.n += 1
+        return self.n - 1
+
+    def gather(self, pos: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """[len(pos), width] with row ``pos[i]`` where ``valid[i]``, zeros elsewhere."""
+        values = np.zeros((len(pos), self.width), self.dtype)
+        if self.file is not None:
+            import os
+
+            self.file.flush()
+            fd = self.file.fileno()
+            for i in np.flatnonzero(valid):
+                values[i] = np.frombuffer(os.pread(fd, self.row_bytes, int(pos[i]) * self.row_bytes), self.dtype)
+        else:
+            for i in np.flatnonzero(valid):
+                values[i] = self.rows[pos[i]]
+        return values
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.rows, self.file = [], None
+
+
+class _ShardEncoder:
+    """The frames of one shard through the encoder: dedup by content, batches of ``batch_size``, failures named.
+    Distinct frames' features go to row stores (bounded memory); ``index`` maps content to a store row."""
+
+    def __init__(self, encoder, batch_size: int, dtype: str, tokens: int, spill_bytes: int = SPILL_BYTES):
         self.encoder, self.batch_size, self.dtype, self.tokens = encoder, batch_size, dtype, tokens
-        self.index: dict[bytes, int] = {}  # content key -> position in self.pooled
+        self.index: dict[bytes, int] = {}  # content key -> row in the stores
         self.failed_keys: dict[bytes, tuple[str, str]] = {}
-        self.pooled: list[np.ndarray] = []
-        self.toks: list[np.ndarray] = []
+        np_dtype = np.float16 if dtype == "float16" else np.uint16
+        dim = encoder.info.dim
+        self.pooled = _RowStore(dim, np_dtype, spill_bytes)
+        self.toks = _RowStore(tokens * dim, np_dtype, spill_bytes) if tokens else None
         self.pending: list[tuple[bytes, np.ndarray]] = []
         self.counts = dict.fromkeys(LEDGER_KEYS, 0)
 
@@ -113,11 +175,15 @@ class _ShardEncoder:
             return
         pooled, toks = self.encoder.encode([rgb for _, rgb in self.pending])
         for i, (key, _) in enumerate(self.pending):
-            self.index[key] = len(self.pooled)
-            self.pooled.append(_to_storage(pooled[i], self.dtype))
+            self.index[key] = self.pooled.append(_to_storage(pooled[i], self.dtype))
             if self.tokens:
                 self.toks.append(_to_storage(toks[i].reshape(-1), self.dtype))
         self.pending = []
+
+    def close(self) -> None:
+        self.pooled.close()
+        if self.toks is not None:
+            self.toks.close()
 
 
 def _content_key(kind: bytes, data) -> bytes:
@@ -125,15 +191,34 @@ def _content_key(kind: bytes, data) -> bytes:
 
 
 def encode_shard(root_uri: str, shard_rel: str, out_rel: str, encoder, batch_size: int, dtype: str, tokens: int,
-                 progress: ProgressFn | None = None, declared: tuple = ()) -> dict:
+                 progress: ProgressFn | None = None, declared: tuple = (), spill_bytes: int | None = None,
+                 row_group_bytes: int | None = None) -> dict:
     """Features of one shard written whole (temp name, then rename) to ``out_rel``; returns its marker. Columns for
     every role holding a frame in the shard and every role its dataset declares (``declared``: the same columns in
-    every shard of a dataset, all-masked where a shard has no frame for one)."""
+    every shard of a dataset, all-masked where a shard has no frame for one).
+
+    Memory: one source row group and one batch of decoded frames at a time, the shard's dedup map (content key ->
+    row), and the distinct frames' features up to ``spill_bytes`` per kind (then on local disk); the output is
+    streamed row group by row group to ``<out_rel>.tmp``, hashed while written. The bytes do not depend on
+    ``spill_bytes``. Output row groups are the source's, except that one whose feature values would exceed
+    ``row_group_bytes`` (many steps stored as MP4 references, with ``--tokens``) is written as several, each of
+    whole episodes, mapped in the file's metadata (``ROW_GROUPS_KEY``; ``FeatureReader`` follows it)."""
+    enc = _ShardEncoder(encoder, batch_size, dtype, tokens, SPILL_BYTES if spill_bytes is None else spill_bytes)
+    try:
+        return _encode_shard(root_uri, shard_rel, out_rel, enc, progress, declared,
+                             OUT_ROW_GROUP_BYTES if row_group_bytes is None else row_group_bytes)
+    finally:
+        enc.close()
+
+
+def _encode_shard(root_uri: str, shard_rel: str, out_rel: str, enc: _ShardEncoder, progress, declared,
+                  row_group_bytes: int) -> dict:
     from vlaflow.media import FrameReader, decode_rgb
 
+    from .storage import HashingWriter
+
     out = Output(root_uri)
-    dim = encoder.info.dim
-    enc = _ShardEncoder(encoder, batch_size, dtype, tokens)
+    dim, dtype, tokens = enc.encoder.info.dim, enc.dtype, enc.tokens
     failures: list[dict] = []
     reader = None
     with out.fs.open_input_file(out.path(shard_rel)) as f:
@@ -194,30 +279,62 @@ def encode_shard(root_uri: str, shard_rel: str, out_rel: str, encoder, batch_siz
             if tokens:
                 fields.append(pa.field(f"{r}_tokens", feature_type(tokens * dim, dtype)))
             fields.append(pa.field(f"{r}_mask", pa.bool_()))
-        meta = {"features_version": FEATURES_VERSION, "encoder": encoder.info.id, "dim": dim, "tokens": tokens,
+        meta = {"features_version": FEATURES_VERSION, "encoder": enc.encoder.info.id, "dim": dim, "tokens": tokens,
                 "dtype": dtype, "roles": roles, "source_shard": shard_rel}
         out_schema = pa.schema(fields, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-        buf = io.BytesIO()
-        writer = pq.ParquetWriter(buf, out_schema, compression="zstd", write_statistics=False)
-        rows = 0
-        for eps, steps, keys in groups:  # one row group per source row group: an episode is one row group in both
-            arrays = [pa.array(eps, pa.string()), pa.array(steps, pa.int32())]
-            for role in roles:
-                pos = np.asarray([-1 if k is None else enc.index[k] for k in keys[role]], np.int64)
-                valid = pos >= 0
-                arrays.append(_fixed(enc.pooled, pos, valid, dim, dtype))
-                if tokens:
-                    arrays.append(_fixed(enc.toks, pos, valid, tokens * dim, dtype))
-                arrays.append(pa.array(valid, pa.bool_()))
-            writer.write_table(pa.Table.from_arrays(arrays, schema=out_schema))
-            rows += len(eps)
-        writer.close()
+        out.makedirs(posixpath.dirname(out_rel))
+        tmp = out.path(out_rel) + ".tmp"
+        sink = HashingWriter(out.fs.open_output_stream(tmp))
+        try:
+            writer = pq.ParquetWriter(sink.as_arrow(), out_schema, compression="zstd", write_statistics=False)
+            rows = 0
+            row_bytes = max(1, len(roles) * dim * (1 + tokens) * 2)
+            mapping: list[list[int]] = []
+            for eps, steps, keys in groups:  # a row group per source row group (an episode is in one in both)
+                parts = _split_episodes(eps, max(1, row_group_bytes // row_bytes))
+                mapping.append(list(range(sum(map(len, mapping)), sum(map(len, mapping)) + len(parts))))
+                for a, b in parts:
+                    arrays = [pa.array(eps[a:b], pa.string()), pa.array(steps[a:b], pa.int32())]
+                    for role in roles:
+                        pos = np.asarray([-1 if k is None else enc.index[k] for k in keys[role][a:b]], np.int64)
+                        valid = pos >= 0
+                        arrays.append(_fixed(enc.pooled, pos, valid))
+                        if tokens:
+                            arrays.append(_fixed(enc.toks, pos, valid))
+                        arrays.append(pa.array(valid, pa.bool_()))
+                    writer.write_table(pa.Table.from_arrays(arrays, schema=out_schema))
+                    rows += b - a
+                    del arrays
+            if len(mapping) != sum(map(len, mapping)):  # only then: an unsplit file keeps its bytes
+                writer.add_key_value_metadata({ROW_GROUPS_KEY: json.dumps(mapping).encode()})
+            writer.close()
+            sink.close()
+        except BaseException:
+            sink.close()
+            out.fs.delete_file(tmp)
+            raise
+        out.fs.move(tmp, out.path(out_rel))
     if reader is not None:
         reader.close()
-    data = buf.getvalue()
-    out.write_bytes(out_rel, data)
-    return {"shard": shard_rel, "path": out_rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+    return {"shard": shard_rel, "path": out_rel, "sha256": sink.hexdigest, "bytes": sink.nbytes,
             "rows": rows, "roles": roles, "ledger": enc.counts, "failures": failures}
+
+
+def _split_episodes(eps: list, max_rows: int) -> list[tuple[int, int]]:
+    """[start, stop) slices of whole episodes (runs of one episode id), as few as keep each at most ``max_rows``
+    rows (a longer episode alone)."""
+    runs, start = [], 0
+    for i in range(1, len(eps) + 1):
+        if i == len(eps) or eps[i] != eps[start]:
+            runs.append((start, i))
+            start = i
+    parts: list[tuple[int, int]] = []
+    for a, b in runs:
+        if parts and b - parts[-1][0] <= max_rows:
+            parts[-1] = (parts[-1][0], b)
+        else:
+            parts.append((a, b))
+    return parts or [(0, 0)]
 
 
 def _failure(enc: _ShardEncoder, key: bytes, ep, step, role: str, shard: str) -> dict:
@@ -232,12 +349,9 @@ def _role_values(t: pa.Table, col: str, role: str, sub: str | None, n: int) -> l
     return arr.field(sub).to_pylist() if sub else arr.to_pylist()
 
 
-def _fixed(store: list[np.ndarray], pos: np.ndarray, valid: np.ndarray, width: int, dtype: str) -> pa.Array:
-    np_dtype = np.float16 if dtype == "float16" else np.uint16
-    values = np.zeros((len(pos), width), np_dtype)
-    for i in np.flatnonzero(valid):
-        values[i] = store[pos[i]]
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width, mask=pa.array(~valid))
+def _fixed(store: _RowStore, pos: np.ndarray, valid: np.ndarray) -> pa.Array:
+    values = store.gather(pos, valid)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), store.width, mask=pa.array(~valid))
 
 
 @dataclass
@@ -325,7 +439,7 @@ def run_features(root: str, encoder: str, tokens: int = 0, batch_size: int = 32,
                  executor: str = "ray", num_gpus: float = 0, num_cpus: int | None = None, key: str | None = None,
                  pool_size: int | None = None, on_progress=None) -> FeaturesResult:
     """Features of every shard of a corpus root (resumable; a rerun skips finished shards, byte-identical)."""
-    from vlaflow.models import load_vision_encoder
+    from vlaflow.models import describe_encoder
 
     t0 = time.perf_counter()
     if batch_size < 1:
@@ -346,54 +460,53 @@ def run_features(root: str, encoder: str, tokens: int = 0, batch_size: int = 32,
 
         if not torch.cuda.is_available():
             raise InputError("--num-gpus with --executor local, but torch sees no CUDA device in this process")
-    probe = load_vision_encoder(encoder, tokens=tokens, dtype=dtype, device="cpu")  # one-line errors before any work
-    info = probe.info
-    if device != "cpu":
-        info.compute_dtype = dtype  # what the workers will run in
-    del probe
+    # the fingerprint and every one-line error from the files alone (config, processor, weight sha256s): the
+    # driver never loads the model; each worker loads it and checks it has the same fingerprint
+    info = describe_encoder(encoder, tokens=tokens, dtype=dtype, device=device)
     key = safe_component(key) if key else encoder_key(encoder)
     plan = _plan(root_sha, info)
-    _check_folder(out, key, plan, encoder)
-    plan_rel = posixpath.join(features_dir(key), "_work", "plan.json")
-    if not out.exists(plan_rel):
-        out.write_json(plan_rel, {**plan, "encoder_id": encoder})
-    cams = {n: sorted((d.get("cameras") or {})) for n, d in croot.manifest.datasets.items()}
-    stage = FeaturesStage(croot.uri, key, encoder, tokens, dtype, batch_size, [s.path for s in entries],
-                          info.fingerprint(), [cams.get(s.dataset, []) for s in entries], device, pool_size, 1,
-                          num_gpus)
-    ex = make_executor(executor, num_cpus)
-    skipped = len(stage.tasks()) - len(_pending(stage))
-    markers = run_stage(stage, ex, on_progress)
-    led = dict.fromkeys(LEDGER_KEYS, 0)
-    failures, shards = [], []
-    for e, m in zip(entries, markers):
-        for k in LEDGER_KEYS:
-            led[k] += m["ledger"][k]
-        failures.extend(m["failures"])
-        shards.append({"source": e.path, "source_sha256": e.sha256, "dataset": e.dataset, "split": e.split,
-                       "path": m["path"], "sha256": m["sha256"], "bytes": m["bytes"], "rows": m["rows"],
-                       "roles": m["roles"], "ledger": m["ledger"]})
-    led["balanced"] = led["frames_in"] == led["encoded"] + led["deduplicated"] + led["failed"]
-    fdir = features_dir(key)
-    by_reason: dict[str, int] = {}
-    for f in failures:
-        by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
-    led["by_reason"] = dict(sorted(by_reason.items()))
-    out.write_json(posixpath.join(fdir, "ledger.json"), led)
-    out.write_bytes(posixpath.join(fdir, "quarantine.jsonl"),
-                    b"".join((json.dumps(f, sort_keys=True) + "\n").encode() for f in failures))
-    enc_json = info.to_json()
-    enc_json["extra"] = {k: v for k, v in enc_json["extra"].items() if k != "folder"}  # machine-specific
-    doc = {"features_version": FEATURES_VERSION, "key": key, "encoder_id": encoder, "encoder": enc_json,
-           "encoder_fingerprint": info.fingerprint(), "dim": info.dim, "tokens": tokens, "dtype": dtype,
-           "pooling": info.pooling, "revision": info.revision, "weights_sha256": info.weights_sha256,
-           "processor": info.processor, "source_manifest_sha256": root_sha, "shards": shards,
-           "ledger": "ledger.json", "quarantine": "quarantine.jsonl",
-           "totals": {"shards": len(shards), "rows": sum(s["rows"] for s in shards),
-                      "bytes": sum(s["bytes"] for s in shards)}}
-    out.write_json(posixpath.join(fdir, "manifest.json"), doc)  # last: the folder is complete
-    return FeaturesResult(doc, led, len(shards), skipped, time.perf_counter() - t0,
-                          ex.where or "nothing (every shard was done)", out.path(fdir), failures)
+    with RunLock(croot.uri, f"vlaflow features --encoder {encoder}"):  # one writer of the root at a time
+        _check_folder(out, key, plan, encoder)
+        plan_rel = posixpath.join(features_dir(key), "_work", "plan.json")
+        if not out.exists(plan_rel):
+            out.write_json(plan_rel, {**plan, "encoder_id": encoder})
+        cams = {n: sorted((d.get("cameras") or {})) for n, d in croot.manifest.datasets.items()}
+        stage = FeaturesStage(croot.uri, key, encoder, tokens, dtype, batch_size, [s.path for s in entries],
+                              info.fingerprint(), [cams.get(s.dataset, []) for s in entries], device, pool_size, 1,
+                              num_gpus)
+        ex = make_executor(executor, num_cpus)
+        skipped = len(stage.tasks()) - len(_pending(stage))
+        markers = run_stage(stage, ex, on_progress)
+        led = dict.fromkeys(LEDGER_KEYS, 0)
+        failures, shards = [], []
+        for e, m in zip(entries, markers):
+            for k in LEDGER_KEYS:
+                led[k] += m["ledger"][k]
+            failures.extend(m["failures"])
+            shards.append({"source": e.path, "source_sha256": e.sha256, "dataset": e.dataset, "split": e.split,
+                           "path": m["path"], "sha256": m["sha256"], "bytes": m["bytes"], "rows": m["rows"],
+                           "roles": m["roles"], "ledger": m["ledger"]})
+        led["balanced"] = led["frames_in"] == led["encoded"] + led["deduplicated"] + led["failed"]
+        fdir = features_dir(key)
+        by_reason: dict[str, int] = {}
+        for f in failures:
+            by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
+        led["by_reason"] = dict(sorted(by_reason.items()))
+        out.write_json(posixpath.join(fdir, "ledger.json"), led)
+        out.write_bytes(posixpath.join(fdir, "quarantine.jsonl"),
+                        b"".join((json.dumps(f, sort_keys=True) + "\n").encode() for f in failures))
+        enc_json = info.to_json()
+        enc_json["extra"] = {k: v for k, v in enc_json["extra"].items() if k != "folder"}  # machine-specific
+        doc = {"features_version": FEATURES_VERSION, "key": key, "encoder_id": encoder, "encoder": enc_json,
+               "encoder_fingerprint": info.fingerprint(), "dim": info.dim, "tokens": tokens, "dtype": dtype,
+               "pooling": info.pooling, "revision": info.revision, "weights_sha256": info.weights_sha256,
+               "processor": info.processor, "source_manifest_sha256": root_sha, "shards": shards,
+               "ledger": "ledger.json", "quarantine": "quarantine.jsonl",
+               "totals": {"shards": len(shards), "rows": sum(s["rows"] for s in shards),
+                          "bytes": sum(s["bytes"] for s in shards)}}
+        out.write_json(posixpath.join(fdir, "manifest.json"), doc)  # last: the folder is complete
+        return FeaturesResult(doc, led, len(shards), skipped, time.perf_counter() - t0,
+                              ex.where or "nothing (every shard was done)", out.path(fdir), failures)
 
 
 def _pending(stage: FeaturesStage) -> list[Task]:
@@ -475,7 +588,10 @@ class FeatureReader:
             cols = [n for n in schema.names if n not in (Col.IMAGES, Col.VIDEOS)]
         steps = self.corpus.read_episode(episode_id, columns=cols)
         with self.out.fs.open_input_file(self.out.path(ent["path"])) as f:
-            ft = pq.ParquetFile(f).read_row_group(row[EpCol.ROW_GROUP])
+            pf = pq.ParquetFile(f)
+            split = (pf.metadata.metadata or {}).get(ROW_GROUPS_KEY)
+            rg = row[EpCol.ROW_GROUP]
+            ft = pf.read_row_groups(json.loads(split)[rg]) if split else pf.read_row_group(rg)
         ft = ft.filter(pc.equal(ft[Col.EPISODE_ID], episode_id))
         return self._zip(steps, ft, episode_id)
 

@@ -184,12 +184,13 @@ def _user_error(err: BaseException) -> VlaflowError | None:
             found = err
         seen.add(id(err))
         err = getattr(err, "cause", None) or err.__cause__
-    if found is None or "\n" not in str(found):
+    raw = BaseException.__str__(found) if found is not None else ""  # the message as Ray built it, lines intact
+    if found is None or "\n" not in raw:
         return found
     cls = next(c for c in type(found).__mro__ if issubclass(c, VlaflowError) and c.__module__.startswith("vlaflow"))
     prefix = f"{cls.__module__}.{cls.__qualname__}: "
-    lines = [line[len(prefix):] for line in str(found).splitlines() if line.startswith(prefix)]
-    return cls(lines[-1] if lines else str(found).splitlines()[0])  # our errors are one line by contract
+    lines = [line[len(prefix):] for line in raw.splitlines() if line.startswith(prefix)]
+    return cls(lines[-1] if lines else raw.splitlines()[0])  # our errors are one line by contract
 
 
 def make_executor(kind: str, num_cpus: int | None = None, work_bytes: int | None = None):

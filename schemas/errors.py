@@ -5,6 +5,13 @@ from __future__ import annotations
 class VlaflowError(Exception):
     """Base class: a user-facing error printed as one line by the CLI."""
 
+    def __str__(self) -> str:
+        # One line whatever a wrapped library's message looked like (pyarrow's end in a newline, h5py's span lines).
+        text = super().__str__()
+        if "\n" in text or "\r" in text:
+            return "; ".join(x.strip() for x in text.splitlines() if x.strip())
+        return text
+
 
 class InputError(VlaflowError):
     """The input path is wrong, empty, or not in the converter's format."""

@@ -120,6 +120,13 @@ def _vl_table(tmp: Path):
     return root, {"id_column": "question_id"}, sorted(root.rglob("*.parquet"))[:2]
 
 
+def _lerobot(tmp: Path):
+    root = tmp / "aloha_video"
+    shutil.copytree(REPO / "tests/fixtures/lerobot/aloha_video", root)
+    read = [p for p in root.rglob("*") if p.suffix in (".parquet", ".mp4") or p.name == "info.json"]
+    return root, {}, sorted(read)  # meta/stats.json is not read: vlaflow computes its own statistics
+
+
 @dataclass(frozen=True)
 class Case:
     converter: str
@@ -129,7 +136,7 @@ class Case:
 CASES = [Case("openx_rlds", _openx), Case("robomimic", _robomimic), Case("libero", _libero),
          Case("maniskill", _maniskill), Case("robotwin", _robotwin), Case("r2r", _r2r), Case("rxr", _rxr),
          Case("vln_frames", _vln_frames), Case("egodex", _egodex), Case("llava", _llava),
-         Case("vl_table", _vl_table)]
+         Case("vl_table", _vl_table), Case("lerobot", _lerobot)]
 
 
 def _truncate(p: Path) -> None:

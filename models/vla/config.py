@@ -52,6 +52,8 @@ class VLAConfig:
     max_conversation_tokens: int = 1024  # VL conversations are cut (right) to this many tokens
     state_in_backbone: bool = True     # also splice a state token into the backbone's input (the DiT always gets it)
     dit_dropout: float = 0.0
+    dit_alternate_vl: bool = False     # GR00T N1.6+ AlternateVLDiT: cross blocks alternate text / image tokens
+    state_dropout: float = 0.0         # GR00T N1.7 uses 0.8: drop a row's state features in training
     time_scale: float = 0.999          # t = (1 - Beta(a, b)) * time_scale  (GR00T N1.7)
     backbone_dtype: str = "float32"    # the LM's weights: float32 | bfloat16 | float16 (projectors/head stay fp32)
     extra: dict = field(default_factory=dict)  # free-form (run metadata); saved as is
@@ -80,6 +82,8 @@ class VLAConfig:
              "backbone_layers", f"expected null or an integer >= 1, got {self.backbone_layers!r}")
         need(len(self.time_beta) == 2 and min(self.time_beta) > 0, "time_beta",
              f"expected two positive numbers, got {self.time_beta!r}")
+        need(0 <= self.state_dropout < 1 and 0 <= self.dit_dropout < 1, "state_dropout",
+             "state_dropout and dit_dropout must lie in [0, 1)")
         need(0 < self.time_scale <= 1, "time_scale", f"expected 0 < time_scale <= 1, got {self.time_scale!r}")
         need(len(set(self.embodiments)) == len(self.embodiments), "embodiments", "an embodiment is listed twice")
         need(len(set(self.cameras)) == len(self.cameras), "cameras", "a camera role is listed twice")

@@ -161,11 +161,32 @@ class DiT(nn.Module):
         that one call only — the next observation has another context."""
         return {i: b.attn.keys_values(context) for i, b in enumerate(self.blocks) if b.cross}
 
+    @staticmethod
+    def block_masks(context_mask: torch.Tensor, image_mask: torch.Tensor | None, n_blocks: int,
+                    text_every: int = 2) -> list[torch.Tensor]:
+        """Each block's cross-attention mask. Without ``image_mask`` every block sees the whole context;
+        with it (GR00T N1.6+ ``AlternateVLDiT``) cross block i attends to the non-image tokens when
+        ``i % (2·text_every) == 0`` and to the image tokens otherwise. A row with none of the chosen kind
+        (no camera) keeps its whole context: an all-masked attention row would be NaN."""
+        if image_mask is None:
+            return [context_mask] * n_blocks
+        ctx = context_mask.bool()
+        text, image = ctx & ~image_mask, ctx & image_mask
+
+        def usable(m):
+            return torch.where(m.any(1, keepdim=True), m, ctx)
+
+        text, image = usable(text), usable(image)
+        return [text if i % (2 * text_every) == 0 else image for i in range(n_blocks)]
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                context_mask: torch.Tensor | None = None, kv_cache: dict | None = None) -> torch.Tensor:
+                context_mask: torch.Tensor | None = None, kv_cache: dict | None = None,
+                image_mask: torch.Tensor | None = None) -> torch.Tensor:
         temb = self.timestep_encoder(t)
+        masks = self.block_masks(context_mask, image_mask, len(self.blocks)) if context_mask is not None \
+            else [None] * len(self.blocks)
         for i, block in enumerate(self.blocks):
-            x = block(x, temb, context, context_mask, kv=None if kv_cache is None else kv_cache.get(i))
+            x = block(x, temb, context, masks[i], kv=None if kv_cache is None else kv_cache.get(i))
         shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)
         return self.proj_out_2(self.norm_out(x) * (1 + scale[:, None]) + shift[:, None])
 
@@ -173,19 +194,22 @@ class DiT(nn.Module):
 class FlowActionHead(nn.Module):
     """The whole flow-matching head: per-embodiment encoders/decoder around the DiT.
 
-    ``velocity(x_t, t, context, ...)`` → predicted velocity [B, H, action_dim], exactly 0 where the
-    target mask is False (the decoder's output is masked, the noisy input is masked before encoding).
+    Widths as GR00T's: the encoders write the DiT's inner width (``heads × head_dim``, GR00T's
+    ``input_embedding_dim``), the DiT outputs ``hidden`` (GR00T's ``hidden_size``), the decoder maps it to the
+    action vector. ``velocity(x_t, t, context, ...)`` → predicted velocity [B, H, action_dim], exactly 0 where
+    the target mask is False (the decoder's output is masked, the noisy input is masked before encoding).
+    ``state_dropout`` (GR00T N1.7: 0.8) zeroes a row's state features with that probability in training.
     """
 
     def __init__(self, action_dim: int, state_dim: int, horizon: int, context_dim: int, num_embodiments: int,
-                 hidden: int = 128, layers: int = 4, heads: int = 4, head_dim: int = 32, dropout: float = 0.0):
+                 hidden: int = 128, layers: int = 4, heads: int = 4, head_dim: int = 32, dropout: float = 0.0,
+                 state_dropout: float = 0.0):
         super().__init__()
         inner = heads * head_dim
-        self.horizon = horizon
+        self.horizon, self.state_dropout = horizon, state_dropout
         self.vlln = nn.LayerNorm(context_dim)
-        self.state_encoder = CategorySpecificMLP(num_embodiments, 2 * state_dim, hidden, hidden)
-        self.action_encoder = MultiEmbodimentActionEncoder(action_dim, hidden, num_embodiments)
-        self.proj_in = nn.Linear(hidden, inner) if hidden != inner else nn.Identity()
+        self.state_encoder = CategorySpecificMLP(num_embodiments, 2 * state_dim, hidden, inner)
+        self.action_encoder = MultiEmbodimentActionEncoder(action_dim, inner, num_embodiments)
         self.position = nn.Parameter(torch.zeros(1, 1 + horizon, inner))
         nn.init.normal_(self.position, std=0.02)
         self.dit = DiT(inner, hidden, layers, heads, head_dim, context_dim, dropout)
@@ -197,13 +221,17 @@ class FlowActionHead(nn.Module):
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
                  state: torch.Tensor, state_mask: torch.Tensor, target_mask: torch.Tensor,
-                 embodiment_id: torch.Tensor, kv_cache: dict | None = None) -> torch.Tensor:
+                 embodiment_id: torch.Tensor, kv_cache: dict | None = None,
+                 image_mask: torch.Tensor | None = None) -> torch.Tensor:
         zero = torch.zeros((), dtype=x_t.dtype, device=x_t.device)
         sm = state_mask.bool()
         s_in = torch.cat([torch.where(sm, state, zero), sm.to(state.dtype)], dim=-1)
-        s = self.state_encoder(s_in[:, None], embodiment_id)  # [B, 1, hidden]
-        a = self.action_encoder(torch.where(target_mask, x_t, zero), t, embodiment_id)  # [B, H, hidden]
-        seq = self.proj_in(torch.cat([s, a], dim=1)) + self.position[:, : 1 + x_t.shape[1]]
-        out = self.dit(seq, t, context, context_mask, kv_cache)
+        s = self.state_encoder(s_in[:, None], embodiment_id)  # [B, 1, inner]
+        if self.training and self.state_dropout > 0:
+            keep = torch.rand(s.shape[0], 1, 1, device=s.device) >= self.state_dropout
+            s = torch.where(keep, s, zero)
+        a = self.action_encoder(torch.where(target_mask, x_t, zero), t, embodiment_id)  # [B, H, inner]
+        seq = torch.cat([s, a], dim=1) + self.position[:, : 1 + x_t.shape[1]]
+        out = self.dit(seq, t, context, context_mask, kv_cache, image_mask)
         v = self.action_decoder(out[:, -x_t.shape[1]:], embodiment_id)
         return torch.where(target_mask, v, zero)

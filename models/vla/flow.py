@@ -22,13 +22,17 @@ import torch
 def sample_time(n: int, beta: tuple[float, float] = (1.5, 1.0), scale: float = 0.999, device=None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` flow times in [0, scale], skewed toward 0 (noise). Beta is sampled on CPU (no MPS kernel)."""
-    if generator is not None:
-        # torch.distributions cannot take a generator: Beta(a, b) = X / (X + Y), X ~ Gamma(a), Y ~ Gamma(b)
-        x = torch._standard_gamma(torch.full((n,), float(beta[0])), generator=generator)
-        y = torch._standard_gamma(torch.full((n,), float(beta[1])), generator=generator)
+    a, c = float(beta[0]), float(beta[1])
+    if c == 1.0:
+        # Beta(a, 1) has CDF x^a: inverse-CDF sampling, exact, and it takes a generator
+        b = torch.rand(n, generator=generator) ** (1.0 / a)
+    elif generator is not None:
+        # torch.distributions cannot take a generator: Beta(a, c) = X / (X + Y), X ~ Gamma(a), Y ~ Gamma(c)
+        x = torch._standard_gamma(torch.full((n,), a), generator=generator)
+        y = torch._standard_gamma(torch.full((n,), c), generator=generator)
         b = x / (x + y)
     else:
-        b = torch.distributions.Beta(float(beta[0]), float(beta[1])).sample((n,))
+        b = torch.distributions.Beta(a, c).sample((n,))
     return ((1.0 - b) * scale).to(device=device)
 
 

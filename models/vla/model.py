@@ -48,7 +48,7 @@ class VLAModel(nn.Module):
             self.action_head = FlowActionHead(
                 config.action_dim, config.state_dim, config.horizon, self.backbone.hidden_size,
                 config.num_embodiments, hidden=config.dit_hidden, layers=config.dit_layers, heads=config.dit_heads,
-                head_dim=config.dit_head_dim, dropout=config.dit_dropout)
+                head_dim=config.dit_head_dim, dropout=config.dit_dropout, state_dropout=config.state_dropout)
         else:
             self.action_tokens = action_tokenizer(config, self.tokenizer)
 
@@ -73,6 +73,14 @@ class VLAModel(nn.Module):
         if self.config.vision == "encoder":
             return self.vision_encoder.features(batch["pixel_values"], batch["vision_mask"]), batch["vision_mask"]
         return batch["vision"], batch["vision_mask"]
+
+    def image_mask(self, mask: torch.Tensor, prefix_len: int) -> torch.Tensor | None:
+        """[B, S] True at the vision tokens (prefix positions 1..P-1) when the DiT alternates text/image."""
+        if not self.config.dit_alternate_vl:
+            return None
+        img = torch.zeros_like(mask, dtype=torch.bool)
+        img[:, 1:prefix_len] = True
+        return img
 
     def encode(self, batch: dict, input_ids=None, attention_mask=None):
         vision, vision_mask = self._vision(batch)
@@ -108,8 +116,10 @@ class VLAModel(nn.Module):
             noise = noise.to(target.device, target.dtype)
             x_t, velocity = interpolate(target, noise, t, tm)
             context = self.action_head.condition(hidden)
+            img = self.image_mask(mask, prefix_len)
             pred = self.action_head.velocity(x_t, t, rep(context), rep(mask), rep(batch["state"]),
-                                             rep(batch["state_mask"]), tm, rep(batch["embodiment_id"]))
+                                             rep(batch["state_mask"]), tm, rep(batch["embodiment_id"]),
+                                             image_mask=None if img is None else rep(img))
             loss_flow, per_row = masked_mse(pred, velocity, tm)
             fam_r = rep(fam)
             acc[:, 0].index_add_(0, fam_r, per_row.detach().double())
@@ -145,11 +155,14 @@ class VLAModel(nn.Module):
     @torch.no_grad()
     def sample_actions(self, batch: dict, num_steps: int | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
+        if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
+            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
         batch = self._to_device(batch)
         if self.config.head == "discrete":
             return self._decode_tokens(batch)
-        hidden, mask, _, _ = self.encode(batch)
+        hidden, mask, prefix_len, _ = self.encode(batch)
         context = self.action_head.condition(hidden)
+        img = self.image_mask(mask, prefix_len)
         tm = batch["target_mask"].bool()
         noise = torch.randn(tm.shape, dtype=context.dtype, generator=generator,
                             device=generator.device if generator is not None else context.device).to(context.device)
@@ -158,7 +171,7 @@ class VLAModel(nn.Module):
 
         def velocity(x, t):
             return head.velocity(x, t, context, mask, batch["state"], batch["state_mask"], tm, batch["embodiment_id"],
-                                 kv_cache=kv)
+                                 kv_cache=kv, image_mask=img)
 
         return euler_sample(velocity, noise, tm, num_steps or self.config.num_inference_steps)
 
@@ -185,10 +198,11 @@ class VLAModel(nn.Module):
             budget = h * len(dims) if fixed else 4 * h * len(dims) + 8
             cache = DynamicCache()
             vision, vision_mask = self._vision(row)
-            hid, _, _, cache = self.backbone(input_ids, attn, row["state"], row["state_mask"], vision, vision_mask,
-                                             past_key_values=cache)
+            hid, seen, _, cache = self.backbone(input_ids, attn, row["state"], row["state_mask"], vision, vision_mask,
+                                                past_key_values=cache)
             last = hid[:, -1]
-            full_len = hid.shape[1]
+            seen = seen.long()  # the prompt's mask (a missing camera stays masked while generating)
+            one = torch.ones((1, 1), dtype=torch.long, device=tm.device)
             produced: list[int] = []
             for _ in range(budget):
                 logits = self.backbone.logits(last).float()[0]
@@ -203,8 +217,8 @@ class VLAModel(nn.Module):
                 if fixed and len(produced) == budget:
                     break
                 emb = self.backbone.lm.get_input_embeddings()(torch.tensor([[nxt]], device=tm.device))
-                full_len += 1
-                o, cache = self.backbone.run(emb, torch.ones((1, full_len), dtype=torch.long, device=tm.device), cache)
+                seen = torch.cat([seen, one], 1)
+                o, cache = self.backbone.run(emb, seen, cache)
                 last = o[:, -1]
             chunk = self.action_tokens.decode(produced, len(dims), h)
             out[i][:, torch.as_tensor(dims, device=tm.device)] = torch.as_tensor(chunk, dtype=torch.float32,

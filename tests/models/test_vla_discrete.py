@@ -136,3 +136,35 @@ def test_vision_language_rows_train_only_the_lm_loss():
     alone = model(proc([act]), noise=noise[:1], time=t[:1])
     assert torch.allclose(out["loss/flow"], alone["loss/flow"], atol=1e-6)
     assert float(out["loss"].detach()) == pytest.approx(float(out["loss/flow"]) + float(out["loss/lm"]), rel=1e-5)
+
+
+def test_cached_greedy_decode_equals_full_recompute_with_a_missing_camera():
+    """The KV-cached decode keeps the prompt's mask (a missing camera stays unseen): its tokens equal a
+    greedy decode that re-runs the whole sequence with the processor's masks at every step."""
+    torch.manual_seed(0)
+    cfg = discrete_config(vision="features", vision_dim=8, cameras=("primary", "wrist"))
+    model = VLAModel(cfg).eval()
+    rng = np.random.default_rng(1)
+    s = samples(1)[0]
+    s["vision"] = rng.normal(size=(2, 1, 8)).astype(np.float32)
+    s["vision_mask"] = np.array([True, False])
+    query = model.processor()([s], with_target=False)
+    ids = model.action_tokens.ids
+    n_tokens = int(own_dims(s["target_mask"]).size) * H
+    produced, reference = [], []
+    with torch.no_grad():
+        for _ in range(n_tokens):
+            input_ids = torch.cat([query["input_ids"], torch.tensor([produced], dtype=torch.long)], 1)
+            hidden, _, _, _ = model.encode(query, input_ids, torch.ones_like(input_ids))
+            reference.append(hidden[0, -1])
+            logits = model.backbone.logits(hidden[0, -1]).float()
+            produced.append(ids.first + int(torch.argmax(logits[ids.first: ids.first + ids.n])))
+    expected = model.action_tokens.decode(produced, int(own_dims(s["target_mask"]).size), H)
+    seen = []  # the hidden state each cached decoding step reads its logits from
+    logits_of = model.backbone.logits
+    model.backbone.logits = lambda h: (seen.append(h.reshape(-1).clone()), logits_of(h))[1]
+    got = model.sample_actions(query)[0][:, torch.as_tensor(own_dims(s["target_mask"]))]
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+    assert len(seen) == n_tokens
+    for step, (a, b) in enumerate(zip(seen, reference)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"decoding step {step}")

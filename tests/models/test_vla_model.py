@@ -128,6 +128,8 @@ def test_sampled_chunks_are_exactly_zero_outside_the_mask(model_and_batch):
     actions = model.sample_actions(batch, num_steps=2, generator=torch.Generator().manual_seed(0))
     assert (actions[~tm] == 0).all()
     assert (actions[tm] != 0).float().mean() > 0.99
+    with pytest.raises(ValueError, match="num_steps must be an integer >= 1"):
+        model.sample_actions(batch, num_steps=0)
 
 
 def test_t_repeat_trains_several_draws_per_backbone_pass():
@@ -342,3 +344,55 @@ def test_processor_truncates_long_prompts_and_names_bad_input():
         proc([dict(s, task_family="cooking")])
     with pytest.raises(KeyError, match="'ur5' is not one this model was built for"):
         proc([dict(s, embodiment="ur5")])
+
+
+def test_state_dropout_hides_the_state_in_training_only(model_and_batch):
+    model, _, batch = model_and_batch
+    head = model.action_head
+    with torch.no_grad():
+        hidden, mask, _, _ = model.encode(model._to_device(batch))
+        ctx = head.condition(hidden)
+        x, t = torch.randn(batch["target"].shape), torch.full((len(batch["target"]),), 0.5)
+
+        def v(state):
+            return head.velocity(x, t, ctx, mask, state, batch["state_mask"], batch["target_mask"],
+                                 batch["embodiment_id"])
+
+        other = batch["state"] + 1.0
+        head.state_dropout = 1.0  # every row dropped (the config allows up to < 1)
+        try:
+            head.train()
+            assert torch.equal(v(batch["state"]), v(other))
+            head.eval()
+            assert not torch.equal(v(batch["state"]), v(other))
+        finally:
+            head.state_dropout = 0.0
+            head.eval()
+
+
+def test_alternate_vl_dit_masks_and_outputs():
+    """GR00T's AlternateVLDiT: cross block 0 sees the state + text, block 2 the vision tokens; a row with no
+    camera keeps its whole context there (never an all-masked attention row)."""
+    from vlaflow.models.vla.dit import DiT
+
+    torch.manual_seed(0)
+    model = VLAModel(small_config(dit_layers=4, dit_alternate_vl=True))
+    samples = make_samples(1)
+    samples[1]["vision_mask"] = np.array([False, False])
+    batch = model.processor()(samples)
+    hidden, mask, prefix_len, _ = model.encode(batch)
+    assert prefix_len == 1 + 2 * 2  # state token + 2 cameras x 2 tokens
+    img = model.image_mask(mask, prefix_len)
+    masks = DiT.block_masks(mask, img, 4)
+    text, image = masks[0], masks[2]
+    assert not text[:, 1:prefix_len].any() and text[:, 0].all() and text[:, prefix_len:].equal(mask[:, prefix_len:])
+    assert image[0].equal(mask[0] & img[0]) and image[0].sum() == 4
+    assert image[1].equal(mask[1])  # no camera in row 1: its whole context
+    model.eval()
+    out = model.sample_actions(batch, generator=torch.Generator().manual_seed(0))
+    tm = batch["target_mask"]
+    assert torch.isfinite(out).all() and (out[~tm] == 0).all()
+    moved = dict(batch, vision=batch["vision"] + 1.0)
+    again = model.sample_actions(moved, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(out[0], again[0])  # the image blocks see the cameras
+    assert torch.isfinite(model(batch)["loss"])

@@ -15,7 +15,7 @@ import torch
 
 from vlaflow.converters import ConverterOptions
 from vlaflow.converters.openx_rlds.synth import write_sample_dataset
-from vlaflow.media import FrameReader, decode_rgb
+from vlaflow.media import FrameReader
 from vlaflow.pipelines.features import FeatureReader, run_features
 from vlaflow.pipelines.ingest import IngestConfig, run_ingest
 from vlaflow.schemas import InputError
@@ -60,7 +60,18 @@ def _direct(model_dir: str, rgb: np.ndarray) -> np.ndarray:
         return model(**AutoImageProcessor.from_pretrained(model_dir)(images=[rgb], return_tensors="pt")).pooler_output[0].numpy()
 
 
-def _check_against_source(out: Path, model_dir: str, key: str, seed: int) -> None:
+def _direct_qwen(model_dir: str, rgb: np.ndarray) -> np.ndarray:
+    """The mean of what the whole Qwen2.5-VL model's get_image_features gives the LLM for this frame."""
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    batch = AutoImageProcessor.from_pretrained(model_dir)(images=[rgb], return_tensors="pt")
+    with torch.no_grad():
+        feats = model.get_image_features(batch["pixel_values"], image_grid_thw=batch["image_grid_thw"]).pooler_output
+    return feats[0].mean(0).numpy()
+
+
+def _check_against_source(out: Path, model_dir: str, key: str, seed: int, direct=_direct) -> None:
     """One feature per (step, camera) present, and three random rows equal a direct forward on the same frame."""
     fr = FeatureReader(str(out), key)
     reader = FrameReader(str(out))
@@ -81,7 +92,7 @@ def _check_against_source(out: Path, model_dir: str, key: str, seed: int) -> Non
                 continue
             for i in rng.choice(np.flatnonzero(present), 3, replace=False):  # three random rows
                 rgb = reader.frame(imgs[i], vids[i])
-                np.testing.assert_allclose(feats[i], _direct(model_dir, rgb), rtol=2e-3, atol=2e-3)
+                np.testing.assert_allclose(feats[i], direct(model_dir, rgb), rtol=2e-3, atol=2e-3)
                 checked += 1
     assert checked >= 3
 
@@ -141,6 +152,22 @@ def test_tokens_and_a_second_encoder_on_mp4_storage(corpora, models):
     dino = run_features(str(out), models["dino"], executor="local")
     assert dino.manifest["key"] == "dino" and dino.manifest["dim"] == 24 and dino.ledger["balanced"]
     assert FeatureReader(str(out), "dino").arrays(fr.shard(dino.manifest["shards"][0]["source"]), "primary")[1].all()
+
+
+def test_qwen2_5_vl_vision_tower_on_mp4_storage(corpora, tmp_path):
+    """The Qwen2.5-VL option end to end: only its vision tower runs, features equal get_image_features' mean."""
+    qwen = str(helpers.save_tiny_qwen_vl(tmp_path / "qwen25"))
+    out = corpora["mp4"]
+    res = run_features(str(out), qwen, tokens=4, executor="local")
+    m = res.manifest
+    assert res.ledger["balanced"] and res.ledger["failed"] == 0 and m["key"] == "qwen25"
+    assert (m["dim"], m["pooling"], m["encoder"]["model_class"]) == (40, "mean_merged_tokens",
+                                                                      "Qwen2_5_VisionTransformerPretrainedModel")
+    assert m["processor"]["merge_size"] == 2 and set(m["weights_sha256"]) == {"model.safetensors"}
+    _check_against_source(out, qwen, "qwen25", 2, _direct_qwen)
+    fr = FeatureReader(str(out), "qwen25")
+    toks, mask = fr.arrays(fr.shard(m["shards"][0]["source"], columns=["step_index"]), "wrist", tokens=True)
+    assert toks.shape[1:] == (4, 40) and mask.all()
 
 
 def test_a_corrupt_frame_is_recorded_not_fatal(tmp_path, models):
@@ -311,3 +338,57 @@ def test_an_undecodable_video_is_recorded_not_fatal(tmp_path, models):
         for ep, st, m, w in zip(ft["episode_id"].to_pylist(), ft["step_index"].to_pylist(),
                                 ft["primary_mask"].to_pylist(), ft["wrist_mask"].to_pylist()):
             assert m == ((ep, st) not in failed) and w  # the other cameras of those steps are still encoded
+
+
+def test_memory_is_bounded_and_the_bytes_do_not_change(tmp_path, monkeypatch):
+    """Distinct frames' tokens of a shard spill to local disk past a limit (the same bytes as holding them all in
+    memory), and a row group whose features would exceed a limit is written as several of whole episodes (the same
+    rows, mapped for FeatureReader): the task's peak of traced (numpy/Python) memory no longer grows with the
+    shard's tokens."""
+    import tracemalloc
+
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    import vlaflow.pipelines.features as features
+    from vlaflow.models import load_vision_encoder
+
+    torch.manual_seed(0)  # 16 patches of D=256 pooled (up) to 64 tokens: 32 KB of float16 tokens a frame
+    SiglipVisionModel(SiglipVisionConfig(image_size=16, patch_size=4, hidden_size=256, num_hidden_layers=1,
+                                         num_attention_heads=4, intermediate_size=64)).save_pretrained(tmp_path / "m")
+    SiglipImageProcessor(size={"height": 16, "width": 16}).save_pretrained(tmp_path / "m")
+    src = tmp_path / "src"
+    write_sample_dataset(src, episodes=25, steps=8, shards=1)
+    out = tmp_path / "out"
+    run_ingest(IngestConfig("openx_rlds", str(src / "bridge_dataset/1.0.0"), str(out), ConverterOptions(),
+                            executor="local"))
+    shard = str(sorted(out.glob("data/**/*.parquet"))[0].relative_to(out))
+    assert pq.ParquetFile(out / shard).num_row_groups == 1  # 25 episodes in one source row group
+    enc = load_vision_encoder(str(tmp_path / "m"), tokens=64)
+    peaks, markers = {}, {}
+    for name, spill, rg in (("memory", 1 << 40, 1 << 40), ("spill", 256 << 10, None), ("bounded", 256 << 10, 1 << 20)):
+        tracemalloc.start()
+        markers[name] = features.encode_shard(str(out), shard, f"f-{name}.parquet", enc, 32, "float16", 64,
+                                              spill_bytes=spill, row_group_bytes=rg)
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert (out / "f-memory.parquet").read_bytes() == (out / "f-spill.parquet").read_bytes()
+    assert markers["memory"]["sha256"] == markers["spill"]["sha256"]
+    assert pq.read_table(out / "f-bounded.parquet").equals(pq.read_table(out / "f-memory.parquet"))
+    assert pq.ParquetFile(out / "f-bounded.parquet").num_row_groups > 1
+    token_bytes = markers["spill"]["ledger"]["encoded"] * 64 * 256 * 2
+    assert markers["spill"]["ledger"]["encoded"] >= 200 and token_bytes >= 6 << 20
+    assert peaks["memory"] > token_bytes  # every distinct frame's tokens held at once
+    assert peaks["bounded"] < token_bytes / 2, (peaks, token_bytes)  # an episode and a batch at a time
+    # end to end with those limits: FeatureReader follows the split row groups to each episode's rows
+    monkeypatch.setattr(features, "SPILL_BYTES", 256 << 10)
+    monkeypatch.setattr(features, "OUT_ROW_GROUP_BYTES", 1 << 20)
+    res = run_features(str(out), str(tmp_path / "m"), tokens=64, batch_size=32, executor="local")
+    fr = FeatureReader(str(out), "m")
+    whole = {e["source"]: fr.shard(e["source"], columns=["episode_id", "step_index"]) for e in res.manifest["shards"]}
+    for ep in fr.corpus.episodes()["episode_id"].to_pylist()[::6]:
+        t = fr.episode(ep, columns=["action"])
+        toks, mask = fr.arrays(t, "primary", tokens=True)
+        ref = next(w for w in whole.values() if ep in set(w["episode_id"].to_pylist()))
+        rows = np.flatnonzero(np.asarray(ref["episode_id"].to_pylist()) == ep)
+        want, _ = fr.arrays(ref.take(rows), "primary", tokens=True)
+        assert t.num_rows == 8 and mask.all() and np.array_equal(toks, want)

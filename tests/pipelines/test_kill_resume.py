@@ -149,3 +149,33 @@ def test_a_second_run_on_a_busy_root_is_refused_until_its_owner_dies(source, tmp
     r = _run(["stats", str(out), "--executor", "local"])  # the owner is dead: its lock is stale and taken over
     assert r.returncode == 0, r.stderr
     assert not (out / LOCK).exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    import torch
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("enc") / "tiny-siglip"
+    SiglipVisionModel(SiglipVisionConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=37)).save_pretrained(path)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def test_features_killed_resumes_byte_identical(uninterrupted, tiny_encoder, tmp_path):
+    import shutil
+
+    ref = tmp_path / "ref"
+    shutil.copytree(uninterrupted, ref)
+    args = lambda out: ["features", str(out), "--encoder", str(tiny_encoder), "--executor", "local"]  # noqa: E731
+    r = _run(args(ref))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted, out)
+    assert _kill_when(args(out), _glob(out, "features/tiny-siglip/_work/*shard*.json"))
+    assert not (out / "features/tiny-siglip/manifest.json").exists()
+    r = _run(args(out))
+    assert r.returncode == 0, r.stderr
+    _assert_same(ref, out)

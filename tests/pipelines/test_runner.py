@@ -77,7 +77,7 @@ def test_markers_last_failed_tasks_rerun_finished_ones_are_skipped(tmp_path):
 
 
 def test_unknown_executor_is_a_one_line_error():
-    with pytest.raises(InputError, match="--executor must be one of ray, local"):
+    with pytest.raises(InputError, match="--executor must be one of auto, ray, local"):
         make_executor("spark")
 
 

@@ -38,18 +38,21 @@ def head():
     if not (BIN / "ray").exists():
         pytest.skip("the `ray` CLI is not beside this Python")
     temp = tempfile.mkdtemp(prefix="/tmp/vfr")  # short: Ray's socket paths must stay under ~107 characters
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, client = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
-                    f"--dashboard-agent-listen-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+                    f"--dashboard-agent-listen-port={_free_port()}", f"--ray-client-server-port={client}",
                     "--min-worker-port=30000", "--max-worker-port=30999", "--num-cpus=2",
                     "--object-store-memory=150000000", f"--temp-dir={temp}", "--disable-usage-stats"],
                    check=True, env=env, capture_output=True, timeout=120)
     try:
         yield f"http://127.0.0.1:{dash}", env
     finally:
-        mine = [p for p in psutil.process_iter(["pid", "cmdline"]) if any(temp in a for a in (p.info["cmdline"] or []))]
+        def ours(args):  # the head's processes: its temp dir, or its GCS address (the client server has neither)
+            return any(temp in a or a.endswith(f":{gcs}") or a == f"--port={client}" for a in args)
+
+        mine = [p for p in psutil.process_iter(["pid", "cmdline"]) if ours(p.info["cmdline"] or [])]
         for p in mine:
             p.terminate()
         _, alive = psutil.wait_procs(mine, timeout=15)

@@ -312,6 +312,87 @@ def features(output: str = typer.Argument(..., help="a corpus root (folder or UR
         raise typer.Exit(1)
 
 
+@app.command(context_settings={"allow_extra_args": False})
+def train(output: str = typer.Argument(..., help="run storage folder (RunConfig.storage_path); a run lives in "
+                                       "OUTPUT/NAME/checkpoint_*"),
+          config: str = typer.Option(..., "--config", help="config YAML: its `train:` section (or the whole file)"),
+          overrides: list[str] = typer.Argument(None, help="KEY=VALUE overrides of the train section, e.g. steps=20 "
+                                                "data.mixture=unified"),
+          name: str | None = typer.Option(None, help="run name (RunConfig.name); the same OUTPUT and name resume"),
+          num_cpus: int | None = typer.Option(None, help="CPUs for a local Ray instance")) -> None:
+    """Train the reference VLA on Ray Train (TorchTrainer); a rerun with the same OUTPUT and name resumes."""
+    from .train import apply_overrides, load_config_file, run_training, train_config_from_dict
+
+    try:
+        doc = apply_overrides(load_config_file(config, "train"), overrides or [])
+        doc["output"] = output
+        if name:
+            doc["name"] = name
+        cfg = train_config_from_dict(doc)
+        res = run_training(cfg, num_cpus=num_cpus)
+        _disconnect_ray()
+    except (VlaflowError, OSError, ValueError) as err:
+        _fail(err)
+    m = res.metrics
+    if res.already_done:
+        console.print(f"{cfg.name}: already at step {res.resumed_from} (steps={cfg.steps}); nothing to train — raise "
+                      "steps to continue, or pass --name for a new run")
+        print(res.checkpoint)
+        return
+    fams = ", ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(m.items()) if k.startswith("loss/") and k != "loss/flow")
+    console.print(f"trained {cfg.name}: step {m.get('step')} (resumed at {res.resumed_from}), loss "
+                  f"{m.get('first_loss', float('nan')):.4f} → {m.get('loss', float('nan')):.4f}"
+                  + (f" ({fams})" if fams else "")
+                  + f"; {m.get('samples_per_s', 0):.1f} samples/s, data wait {100 * m.get('data_wait_fraction', 0):.1f}%"
+                  f"; {res.seconds:.1f} s")
+    print(res.checkpoint)
+
+
+@app.command()
+def predict(checkpoint: str = typer.Argument(..., help="a checkpoint folder, or a run folder (its latest checkpoint)"),
+            episode: str = typer.Option(..., help="episode id in the corpus (see meta/episodes.parquet)"),
+            step: int = typer.Option(0, help="step of the episode to predict from"),
+            corpus: str | None = typer.Option(None, help="corpus root or YAML (default: the one training read)"),
+            seed: int = typer.Option(0, help="noise seed of the flow sampler"),
+            as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table")) -> None:
+    """Predict an action chunk for one recorded step and print it beside the recorded actions, in units."""
+    import json
+
+    from .train import predict_step
+
+    try:
+        res = predict_step(checkpoint, episode, step, corpus=corpus, seed=seed)
+    except (VlaflowError, OSError, ValueError) as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps(res, sort_keys=True))
+        return
+    t = Table(title=f"{episode} step {step}: predicted vs recorded ({res['embodiment']})")
+    for c in ("slot", "unit", "k", "predicted", "recorded"):
+        t.add_column(c, justify="left" if c in ("slot", "unit") else "right")
+    for slot, rows in res["predicted"].items():
+        rec = res["recorded"].get(slot)
+        for k, row in enumerate(rows):
+            r = rec[k] if rec is not None else None
+            t.add_row(slot if k == 0 else "", res["units"].get(slot, "") if k == 0 else "", str(k),
+                      " ".join(f"{v:+.4f}" for v in row),
+                      " ".join(f"{v:+.4f}" for v in r) if r is not None and None not in r else "—")
+    Console(width=max(120, Console().width)).print(t)
+    console.print(f"checkpoint {res['checkpoint']} (step {res['train_step']}); mean |error| over recorded values "
+                  f"{res['mean_abs_error']:.4f}")
+
+
+@app.command("tiny-encoder")
+def tiny_encoder(output: str = typer.Argument(..., help="folder to write the model into")) -> None:
+    """Write a tiny random SigLIP vision encoder (offline) for `vlaflow features --encoder DIR` on sample data."""
+    from vlaflow.models.tiny_encoders import save_tiny_siglip
+
+    try:
+        print(save_tiny_siglip(output))
+    except OSError as err:
+        _fail(err)
+
+
 @app.command()
 def publish(output: str = typer.Argument(..., help="a corpus root (folder or URI)"),
             repo_id: str = typer.Option(..., "--repo-id", help="the Hub dataset repo, ORG/NAME"),

@@ -94,6 +94,18 @@ class ConverterOptions:
             self.spec = load_spec_file(self.spec_file)
 
 
+def select_splits(files: list[tuple[str, str]], split_option: str | None, input_path: str) -> list[tuple[str, str]]:
+    """The ``(split, path)`` pairs ``--split a,b`` keeps (all without it); a split the input lacks is one line."""
+    if not split_option:
+        return files
+    wanted = [s.strip() for s in split_option.split(",") if s.strip()]
+    have = sorted({s for s, _ in files})
+    missing = [s for s in wanted if s not in have]
+    if missing:
+        raise InputError(f"split(s) {missing} not in {input_path}; have {have}")
+    return [(s, p) for s, p in files if s in wanted]
+
+
 def option(default, help: str, parse=None):
     """A field of a converter's ``Options``: its default, one line of help, and optionally a parser
     (``str -> value``, raising ValueError) where the field's type alone does not say how to read it."""

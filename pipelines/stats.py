@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlaflow.schemas import ACTION, STATE, VISION_LANGUAGE, Col, InputError
-from vlaflow.schemas.arrow import fixed_to_numpy, trajectory_to_numpy
+from vlaflow.schemas.arrow import fixed_to_numpy, strings_to_numpy, trajectory_to_numpy
 from vlaflow.tokenization.statistics.accumulator import StatsAccumulator
 from vlaflow.tokenization.statistics.spec import STATS_VERSION, StatsSpec
 
@@ -40,14 +40,6 @@ STATS_COLUMNS = [Col.DATASET, Col.EMBODIMENT, Col.TASK_FAMILY, Col.IS_FIRST, Col
                  Col.STATE, Col.STATE_MASK, Col.TRAJECTORY, Col.TRAJECTORY_MASK]
 
 
-def _strings(col) -> np.ndarray:
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_dictionary(arr.type):
-        names = np.asarray(arr.dictionary.to_pylist(), object)
-        return names[arr.indices.to_numpy(zero_copy_only=False)]
-    return np.asarray(arr.to_pylist(), object)
-
-
 def partial_from_table(table: pa.Table, spec: StatsSpec, seed: int | None = None) -> StatsAccumulator:
     """Statistics of one Arrow table/batch of step rows (only ``STATS_COLUMNS`` are touched).
 
@@ -57,7 +49,7 @@ def partial_from_table(table: pa.Table, spec: StatsSpec, seed: int | None = None
     state, no body, so no (dataset, embodiment) entry either.
     """
     if Col.TASK_FAMILY in table.column_names and table.num_rows:
-        vl = _strings(table[Col.TASK_FAMILY]) == VISION_LANGUAGE
+        vl = strings_to_numpy(table[Col.TASK_FAMILY]) == VISION_LANGUAGE
         if vl.any():
             table = table.filter(pa.array(~vl))
     action = fixed_to_numpy(table[Col.ACTION], ACTION.width, np.float32) if table.num_rows else None
@@ -67,7 +59,7 @@ def partial_from_table(table: pa.Table, spec: StatsSpec, seed: int | None = None
     if table.num_rows == 0:
         return acc
     acc.update_rows(
-        _strings(table[Col.DATASET]), _strings(table[Col.EMBODIMENT]),
+        strings_to_numpy(table[Col.DATASET]), strings_to_numpy(table[Col.EMBODIMENT]),
         action=action,
         action_mask=fixed_to_numpy(table[Col.ACTION_MASK], ACTION.width, bool),
         action_valid=table[Col.ACTION_VALID].to_numpy(zero_copy_only=False),

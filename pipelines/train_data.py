@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlaflow.schemas import ACTION, STATE, TRAJECTORY, VISION_LANGUAGE, Col, InputError
-from vlaflow.schemas.arrow import fixed_to_numpy, trajectory_to_numpy
+from vlaflow.schemas.arrow import fixed_to_numpy, strings_to_numpy, trajectory_to_numpy
 from vlaflow.tokenization.normalization import Normalizer
 
 from .corpus import Corpus
@@ -169,14 +169,6 @@ def features_signature(manifest: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- assembly
-def _strings(col) -> np.ndarray:
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_dictionary(arr.type):
-        names = np.asarray(arr.dictionary.to_pylist(), object)
-        return names[arr.indices.to_numpy(zero_copy_only=False)]
-    return np.asarray(arr.to_pylist(), object)
-
-
 def episode_bounds(episode_ids: np.ndarray) -> np.ndarray:
     """For every row, the index one past the last row of its episode (rows of an episode are contiguous)."""
     n = len(episode_ids)
@@ -231,15 +223,15 @@ def shard_samples(steps: pa.Table, horizon: int, norm: SampleNormalizer, vision:
     """Samples of every row of a table of whole episodes (a shard, or one episode). ``vision``: {"vision": [N, C, k,
     D], "vision_mask": [N, C]}; ``images``: {role: [N] bytes or None}."""
     n = steps.num_rows
-    ds, emb = _strings(steps[Col.DATASET]), _strings(steps[Col.EMBODIMENT])
-    eps = _strings(steps[Col.EPISODE_ID])
+    ds, emb = strings_to_numpy(steps[Col.DATASET]), strings_to_numpy(steps[Col.EMBODIMENT])
+    eps = strings_to_numpy(steps[Col.EPISODE_ID])
     action = np.array(fixed_to_numpy(steps[Col.ACTION], ACTION.width, np.float32))  # writable copies
     amask = fixed_to_numpy(steps[Col.ACTION_MASK], ACTION.width, bool)
     valid = steps[Col.ACTION_VALID].to_numpy(zero_copy_only=False).astype(bool)
     state = np.array(fixed_to_numpy(steps[Col.STATE], STATE.width, np.float32))
     smask = fixed_to_numpy(steps[Col.STATE_MASK], STATE.width, bool)
     traj, tmask = trajectory_to_numpy(steps)
-    families = _strings(steps[Col.TASK_FAMILY])
+    families = strings_to_numpy(steps[Col.TASK_FAMILY])
     vl = families == VISION_LANGUAGE  # no action, state or body: no statistics, nothing to normalize
     # normalize per (dataset, embodiment) group, before chunking (a row's values are the same in every chunk)
     traj_n = None if traj is None else traj.copy()
@@ -260,7 +252,7 @@ def shard_samples(steps: pa.Table, horizon: int, norm: SampleNormalizer, vision:
         for i, turns in zip(np.flatnonzero(vl), steps[Col.CONVERSATION].combine_chunks().take(np.flatnonzero(vl)).to_pylist()):
             conversation[i] = json.dumps(turns) if turns else ""
     cols = {"dataset": ds, "embodiment": emb, "task_family": families, "conversation": conversation,
-            "instruction": _strings(steps[Col.INSTRUCTION]), "embodiment_prompt": _strings(steps[Col.EMBODIMENT_PROMPT]),
+            "instruction": strings_to_numpy(steps[Col.INSTRUCTION]), "embodiment_prompt": strings_to_numpy(steps[Col.EMBODIMENT_PROMPT]),
             "episode_id": eps, "step_index": steps[Col.STEP_INDEX].to_numpy(zero_copy_only=False).astype(np.int64),
             "state": state, "state_mask": smask, "target": target, "target_mask": tmask_all}
     if vision is not None:

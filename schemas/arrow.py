@@ -142,6 +142,17 @@ def read_schema_metadata(schema: pa.Schema) -> dict:
 
 
 # -- reading step columns back into NumPy (statistics, invariants) ------------------------------------
+def strings_to_numpy(col):
+    """A (dictionary-encoded) string column as an object array, decoding each dictionary value once."""
+    import numpy as np
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type):
+        names = np.asarray(arr.dictionary.to_pylist(), object)
+        return names[arr.indices.to_numpy(zero_copy_only=False)]
+    return np.asarray(arr.to_pylist(), object)
+
+
 def fixed_to_numpy(col, width: int, dtype=None):
     """A fixed_size_list column → [N, width] NumPy (``flatten`` honours the offsets of sliced chunks)."""
     import numpy as np

@@ -16,7 +16,7 @@ from typing import Iterator
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError, NonUtf8Text
 from vlaflow.schemas.names import safe_component
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option, select_splits
 from ..units import record_units
 from ..vln.errors import CorruptJson
 from ..vln.files import Source
@@ -85,13 +85,7 @@ class LLaVAConverter(Converter):
         if not (self.src.is_file(self.src.root) or self.src.is_dir(self.src.root)):
             raise InputError(f"{input_path}: not found")
         self.files = [(safe_component(_stem(p)), p) for p in self._find(self.src)]
-        if self.options.split:
-            wanted = [s.strip() for s in self.options.split.split(",") if s.strip()]
-            have = sorted(s for s, _ in self.files)
-            missing = [s for s in wanted if s not in have]
-            if missing:
-                raise InputError(f"split(s) {missing} not in {input_path}; have {have}")
-            self.files = [(s, p) for s, p in self.files if s in wanted]
+        self.files = select_splits(self.files, self.options.split, input_path)
         if not self.files:
             raise InputError(f"{input_path}: no LLaVA conversation files ({', '.join(SUFFIXES)})")
         folder = self.opts.image_folder

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError
 from vlaflow.schemas.names import natural_key, safe_component
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option, select_splits
 from ..units import pack_ranges
 from ..vln.files import Source
 from .samples import check_images, image_path, map_turns, read_image, sample_episode, text_of, vl_info
@@ -88,13 +88,7 @@ class VLTableConverter(Converter):
         else:
             raise InputError(f"{input_path}: not found")
         self.files = [(split_of(p, base), p) for p in paths]
-        if self.options.split:
-            wanted = [s.strip() for s in self.options.split.split(",") if s.strip()]
-            have = sorted({s for s, _ in self.files})
-            missing = [s for s in wanted if s not in have]
-            if missing:
-                raise InputError(f"split(s) {missing} not in {input_path}; have {have}")
-            self.files = [(s, p) for s, p in self.files if s in wanted]
+        self.files = select_splits(self.files, self.options.split, input_path)
         if not self.files:
             raise InputError(f"{input_path}: no .parquet files")
         self.images = Source(self.opts.image_folder or input_path)

@@ -8,7 +8,7 @@ from typing import Iterator, Literal
 
 from vlaflow.schemas import DatasetInfo, EpisodeError, FeatureMismatch, InputError
 
-from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option
+from ..base import Converter, ConverterOptions, ReadItem, Rejected, WorkUnit, option, select_splits
 from ..units import file_units
 from .files import Source
 from .graph import (
@@ -77,13 +77,7 @@ class PathConverter(Converter):
             self.forward_m, self.turn_rad, _ = step_params(self.embodiments.get(self.embodiment))
         self.dataset = self.opts.dataset or self.dataset_name
         self.files = self.find_files()  # [(split, path)] in a deterministic order
-        if self.options.split:
-            wanted = [s.strip() for s in self.options.split.split(",") if s.strip()]
-            have = sorted({s for s, _ in self.files})
-            missing = [s for s in wanted if s not in have]
-            if missing:
-                raise InputError(f"split(s) {missing} not in {input_path}; have {have}")
-            self.files = [(s, p) for s, p in self.files if s in wanted]
+        self.files = select_splits(self.files, self.options.split, input_path)
         if not self.files:
             raise InputError(f"{input_path}: no {self.source_name} split files found")
         self.graphs = self._graph_store()

@@ -14,7 +14,7 @@ from vlaflow.converters.ego import EgoDexConverter, VideoTrajectoryConverter
 from vlaflow.media import ClipEncoder
 from vlaflow.schemas import Episode, VlaflowError
 
-FUZZ = settings(max_examples=40, deadline=None,
+FUZZ = settings(derandomize=True, max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 VALUE = st.recursive(st.none() | st.booleans() | st.integers(-10**9, 10**9) | st.floats() | st.text(max_size=8),
                      lambda k: st.lists(k, max_size=5) | st.dictionaries(st.text(max_size=8), k, max_size=3),

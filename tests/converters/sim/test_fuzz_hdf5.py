@@ -10,10 +10,12 @@ from vlaflow.converters import ConverterOptions, Rejected
 from vlaflow.converters.sim import LiberoConverter, RobomimicConverter
 from vlaflow.schemas import Episode, VlaflowError
 
-FUZZ = settings(max_examples=40, deadline=None,
+FUZZ = settings(derandomize=True, max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-ATTR_VALUES = (st.text(max_size=40) | st.integers(-2**40, 2**40) | st.floats(allow_nan=True)
-               | st.binary(max_size=40) | st.just('{"env_name": 3, "type": "x", "env_kwargs": []}')
+# HDF5 strings cannot hold NUL (h5py refuses to write them), so the fuzzed text has none
+ATTR_VALUES = (st.text(st.characters(blacklist_characters="\x00"), max_size=40) | st.integers(-2**40, 2**40)
+               | st.floats(allow_nan=True)
+               | st.binary(max_size=40).map(lambda b: b.replace(b"\x00", b".")) | st.just('{"env_name": 3, "type": "x", "env_kwargs": []}')
                | st.just('{"language_instruction": null}') | st.just("[1, 2"))
 DATA_ATTRS = ("env_args", "problem_info", "env_name", "macros_image_convention", "bddl_file_name", "total")
 DEMO_ATTRS = ("num_samples", "model_file", "init_state")

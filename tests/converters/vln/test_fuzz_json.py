@@ -15,7 +15,7 @@ from vlaflow.schemas import Episode, VlaflowError
 
 from .conftest import make_rxr_lines, write_jsonl
 
-FUZZ = settings(max_examples=60, deadline=None,
+FUZZ = settings(derandomize=True, max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats() | st.text(max_size=12),
                        lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),

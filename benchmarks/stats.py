@@ -125,6 +125,7 @@ def build_scaled(src: Path, dst: Path, steps: int, shards: int, episode_steps: i
 def iter_shards(out: Path):
     """The columns both approaches use, as NumPy, one shard at a time."""
     from vlaflow.schemas import ACTION, STATE
+    from vlaflow.schemas.arrow import strings_to_numpy
 
     for f in sorted(glob.glob(str(out / "data/**/*.parquet"), recursive=True)):
         t = pq.read_table(f, columns=COLS)
@@ -136,7 +137,7 @@ def iter_shards(out: Path):
                "state": fx("state", STATE.width), "state_mask": fx("state_mask", STATE.width),
                "action_valid": t["action_valid"].to_numpy(),
                "episode_id": t["episode_id"].to_numpy(zero_copy_only=False),
-               "dataset": _strings(t["dataset"]), "embodiment": _strings(t["embodiment"])}
+               "dataset": strings_to_numpy(t["dataset"]), "embodiment": strings_to_numpy(t["embodiment"])}
 
 
 def read_columns(out: Path, dims: dict | None = None):
@@ -148,13 +149,6 @@ def read_columns(out: Path, dims: dict | None = None):
             p["action_mask"], p["state_mask"] = p["action_mask"][:, dims["action"]], p["state_mask"][:, dims["state"]]
         parts.append(p)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _strings(col) -> np.ndarray:
-    arr = col.combine_chunks()
-    if pa.types.is_dictionary(arr.type):
-        return np.asarray(arr.dictionary.to_pylist(), object)[arr.indices.to_numpy(zero_copy_only=False)]
-    return arr.to_numpy(zero_copy_only=False)
 
 
 def stats_dims(stats: dict, layout: str) -> list[tuple[str, int]]:

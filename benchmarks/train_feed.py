@@ -63,7 +63,8 @@ class StepDataset:
 
     def __init__(self, root: Path, horizon: int, cameras: list[str]):
         from vlaflow.pipelines.features import FeatureReader
-        from vlaflow.pipelines.train_data import _strings, episode_bounds, load_stats
+        from vlaflow.pipelines.train_data import episode_bounds, load_stats
+        from vlaflow.schemas.arrow import strings_to_numpy as _strings
         from vlaflow.schemas import ACTION, STATE, Col
         from vlaflow.schemas.arrow import fixed_to_numpy
         from vlaflow.tokenization.normalization import Normalizer

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .arrow import fixed_to_numpy, trajectory_to_numpy
+from .arrow import fixed_to_numpy, strings_to_numpy, trajectory_to_numpy
 from .columns import CONVERSATION_ROLES, IMAGE_PLACEHOLDER, TASK_FAMILIES, VISION_LANGUAGE, VL_IMAGE_ROLES, Col
 from .slots import ACTION, STATE, TRAJECTORY, Layout
 
@@ -97,12 +97,6 @@ def trajectory_values(traj: np.ndarray, mask: np.ndarray) -> list[Problem]:
 def task_family(values) -> list[Problem]:
     bad = sorted(set(values) - set(TASK_FAMILIES))
     return [Problem(INVARIANT, f"task_family values {bad} not in {TASK_FAMILIES}")] if bad else []
-
-
-def _strings(arr: pa.Array) -> np.ndarray:
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    return arr.to_numpy(zero_copy_only=False).astype(object)
 
 
 def vl_image_counts(table: pa.Table) -> np.ndarray:
@@ -212,7 +206,7 @@ def check_step_table(table: pa.Table) -> list[Problem]:
                         if Col.TRAJECTORY in table.column_names else np.zeros(table.num_rows, bool))
         conversations, utf8 = _conversations(table)
         problems += utf8 + conversation_values(
-            ids, _strings(families), conversations, vl_image_counts(table),
+            ids, strings_to_numpy(families), conversations, vl_image_counts(table),
             fixed_to_numpy(table[Col.ACTION_MASK], ACTION.width).any(axis=1),
             fixed_to_numpy(table[Col.STATE_MASK], STATE.width).any(axis=1), traj_present)
     return problems

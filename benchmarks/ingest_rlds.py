@@ -534,7 +534,11 @@ def find_vlaflow(explicit: str | None) -> Path | None:
 def run_vlaflow(exe: Path, ds: dict, out: Path, logs: Path, tag: str, timeout: float, extra: list[str]) -> dict:
     if out.exists():
         shutil.rmtree(out)
-    cmd = [str(exe), "ingest", "--converter", "openx_rlds", "--input", ds["dir"], "--output", str(out), *extra]
+    # Always the Ray path (unless --vlaflow-arg says otherwise): `--executor auto` would run a small 1x input in
+    # process and its larger copy on Ray, and the two runs would no longer be comparable.
+    executor = [] if "--executor" in extra else ["--executor", "ray"]
+    cmd = [str(exe), "ingest", "--converter", "openx_rlds", "--input", ds["dir"], "--output", str(out), *executor,
+           *extra]
     r = run_measured(cmd, logs, tag, timeout)
     res = {
         "rc": r["rc"],

@@ -493,4 +493,8 @@ def ray_dataset(feed: Feed, items: list):
         return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
 
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    return ds.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=1, udf_modifying_row_count=True)
+    ds = ds.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=1, udf_modifying_row_count=True)
+    # the schedule's order is the contract (resume skips by position): Train's DataConfig sets this for workers,
+    # but its local mode (num_workers=0) hands the dataset over as is, so the dataset carries it itself
+    ds.context.execution_options.preserve_order = True
+    return ds

@@ -79,10 +79,35 @@ def test_vl_rows_reach_the_batch_with_their_conversation_and_only_a_language_los
 def test_a_mixed_corpus_trains_in_the_reference_job(robot_and_vl, ray_local):
     tmp, root = robot_and_vl
     cfg = train_config_from_dict({
-        "output": str(tmp / "runs"), "name": "vl", "num_workers": 0, "batch_size": 4, "steps": 12,
-        "checkpoint_every": 12, "log_every": 12, "lr": 2e-3, "model": MODEL,
+        "output": str(tmp / "runs"), "name": "vl", "num_workers": 0, "batch_size": 4, "steps": 14,
+        "checkpoint_every": 14, "log_every": 14, "lr": 2e-3, "model": MODEL,
         "data": {"corpus": str(root), "horizon": H, "cameras": ["primary"], "mixture": "unified", "epochs": 8}})
     m = run_training(cfg).metrics
-    assert m["step"] == 12 and np.isfinite(m["loss"])
-    # one window of 48 samples from the seeded schedule: both families trained, each with its own loss
+    assert m["step"] == 14 and np.isfinite(m["loss"])
+    # one window of 56 samples in the seeded schedule's order (LLaVA rows at positions 47-52): both families
+    # trained, each with its own loss
     assert np.isfinite(m["loss/vision_language"]) and np.isfinite(m["loss/manipulation"])
+
+
+def test_the_feed_yields_the_schedule_in_order_even_when_an_early_read_is_slow(robot_and_vl, ray_local):
+    """Resume skips by position, so order is the contract. Train's local mode (num_workers=0) ignores DataConfig:
+    the dataset itself must keep the order, or a slow first read lets later blocks overtake it."""
+    import time
+
+    from vlaflow.pipelines.train_data import ray_dataset
+
+    _, root = robot_and_vl
+    _, feed, sch = build_feed(FeedConfig(corpus=str(root), horizon=H, cameras=["primary"], mixture="unified", epochs=2))
+
+    class SlowFirst:  # defined here, so Ray ships it by value
+        def __init__(self, inner):
+            self.inner = inner
+
+        def read_item(self, item):
+            if item.position == 0:
+                time.sleep(1.5)
+            return self.inner.read_item(item)
+
+    positions = np.concatenate([b["position"] for b in ray_dataset(SlowFirst(feed), sch.items).iter_batches(
+        batch_size=None, batch_format="numpy")])
+    assert positions.tolist() == list(range(sum(i.count for i in sch.items)))

@@ -41,7 +41,7 @@ BENCHES = [
     Bench("stats", "stats.py", {
         "tiny": ["--steps", "2000", "--shards", "2"], "small": ["--steps", "100000", "--shards", "8"], "full": []}),
     Bench("workers", "workers.py", {
-        "tiny": ["--episodes", "4", "--factor", "2"], "small": ["--episodes", "40", "--factor", "6"],
+        "tiny": ["--episodes", "4", "--factor", "2"], "small": ["--episodes", "40", "--factor", "10"],
         "full": ["--episodes", "100", "--factor", "10"]}),
     Bench("features", "features.py", {
         "tiny": ["--size", "tiny", "--episodes", "1", "--steps", "4"], "small": ["--size", "tiny", "--mp4"],

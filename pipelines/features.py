@@ -377,7 +377,7 @@ class FeaturesStage(PooledStage):
         return posixpath.join(features_dir(self.key), "_work")
 
     def tasks(self) -> list[Task]:
-        return [Task(i, posixpath.join(self.work_dir(), f"shard-{i:06d}.json"), (p,)) for i, p in enumerate(self.shards)]
+        return [Task(i, posixpath.join(self.work_dir(), f"shard-{i:06d}.json")) for i in range(len(self.shards))]
 
     def is_done(self, out: Output, task: Task) -> bool:
         return out.exists(task.marker) and out.exists(features_path(self.key, self.shards[task.id]))

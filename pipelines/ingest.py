@@ -109,8 +109,7 @@ class IngestStage(Stage):
     name: str = "ingest"
 
     def tasks(self) -> list[Task]:
-        return [Task(g.id, group_marker(self.dataset, g.id), tuple(sorted({u.source for u in g.units})))
-                for g in self.groups]
+        return [Task(g.id, group_marker(self.dataset, g.id)) for g in self.groups]
 
     def is_done(self, out: Output, task: Task) -> bool:
         """The marker, and the shard, MP4s and raw table it names still there at their recorded sizes."""

@@ -131,7 +131,7 @@ class StatsStage(Stage):
         return posixpath.join(STATS_PARTIALS, "_work", self.key[:16])
 
     def tasks(self) -> list[Task]:
-        return [Task(i, posixpath.join(self.work_dir(), f"shard-{i:06d}.json"), (p,)) for i, p in enumerate(self.shards)]
+        return [Task(i, posixpath.join(self.work_dir(), f"shard-{i:06d}.json")) for i in range(len(self.shards))]
 
     def is_done(self, out: Output, task: Task) -> bool:
         return out.exists(task.marker) and out.exists(out.read_json(task.marker)["partial"])

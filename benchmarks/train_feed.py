@@ -37,6 +37,7 @@ same data in the same run, in samples/s, reported as ratios.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -243,13 +244,24 @@ def main(argv=None) -> int:
     if schedule.total < need:
         raise SystemExit(f"schedule of {schedule.total} samples < {need} needed; more --episodes")
 
+    # encoder mode: same schedule (same corpus, mixture, seed), the primary camera's JPEG bytes instead of features
+    _, enc_feed, enc_schedule = build_feed(FeedConfig(corpus=str(root), horizon=a.horizon, cameras=cams, epochs=50,
+                                                      vision="encoder"))
+    assert [i.shard for i in enc_schedule.items] == [i.shard for i in schedule.items]
+    enc_processor = encoder_processor(work, a.image_size, model_cfg, processor.tokenizer)
+    # its collate alone, one thread, on one read block, before Ray starts: what the collate costs without the
+    # feed's threads beside it in this process (they share the GIL with it)
+    block = {k: v[:a.batch_size] for k, v in enc_feed.read_item(enc_schedule.items[0]).items()}
+    collate_alone = _time(map(Collate(enc_processor), itertools.repeat(block)), a.warmup, min(a.batches, 50),
+                          lambda b: len(b["target"]))
+
     ray.init(address="local", num_cpus=a.num_cpus, object_store_memory=300 << 20, include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     configure_data_context()
     res: dict = {"episodes": a.episodes, "steps": a.steps, "dim": a.dim, "horizon": a.horizon,
                  "batch_size": a.batch_size, "batches": a.batches, "num_cpus": a.num_cpus,
                  "dataloader_workers": a.workers, "lerobot_workers": a.lerobot_workers, "image_size": a.image_size,
-                 "cameras_decoded": cams, "skipped": {}}
+                 "cameras_decoded": cams, "skipped": {}, "vlaflow_encoder_collate_alone": collate_alone}
 
     def bsize(b):
         return len(b["target"]) if isinstance(b, dict) else len(b)
@@ -264,11 +276,7 @@ def main(argv=None) -> int:
                                                   prefetch_batches=2), a.warmup, a.batches, bsize)
 
     feed_runs(feed, processor, "vlaflow_feed")
-    # encoder mode: same schedule (same corpus, mixture, seed), the primary camera's JPEG bytes instead of features
-    _, enc_feed, enc_schedule = build_feed(FeedConfig(corpus=str(root), horizon=a.horizon, cameras=cams, epochs=50,
-                                                      vision="encoder"))
-    assert [i.shard for i in enc_schedule.items] == [i.shard for i in schedule.items]
-    feed_runs(enc_feed, encoder_processor(work, a.image_size, model_cfg, processor.tokenizer), "vlaflow_encoder")
+    feed_runs(enc_feed, enc_processor, "vlaflow_encoder")
     ray.shutdown()
 
     base = StepDataset(root, a.horizon, cams)
@@ -319,7 +327,7 @@ def main(argv=None) -> int:
         "train feed, features (encode once) / tf.data (Octo/dlimp)": ratio("vlaflow_feed_collated", "tf_data"),
     }
     for k in ("vlaflow_feed_collated", "dataloader_collated", "vlaflow_feed_raw", "dataloader_raw",
-              "vlaflow_encoder_collated", "vlaflow_encoder_raw"):
+              "vlaflow_encoder_collated", "vlaflow_encoder_raw", "vlaflow_encoder_collate_alone"):
         print(f"{k:28s} {res[k]:10.1f} samples/s")
     for name, r in anchors.items():
         print(f"{name:28s} {r['samples_per_s']:10.1f} samples/s" if "samples_per_s" in r else

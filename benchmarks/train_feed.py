@@ -343,5 +343,6 @@ def main(argv=None) -> int:
         print(text) if a.json == "-" else Path(a.json).write_text(text)
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -92,7 +92,15 @@ def rows_of(name: str, r: dict) -> list[tuple[str, object, str]]:
             out.append((f"features bytes/frame pooled ({run['storage']})", run.get("bytes_per_frame_pooled"), ""))
         return out
     if name == "train_feed":
-        return [(f"train feed / {k}", v, "") for k, v in sorted(r.get("ratios", {}).items())]
+        skipped, lr = r.get("skipped", {}), _get(r, "anchors", "lerobot_video") or {}
+        where = f"B={r.get('batch_size')}, H={r.get('horizon')}, {r.get('image_size')}² frames"
+        notes = {"dataloader": f"same shards in RAM, {r.get('dataloader_workers')} worker(s)",
+                 "lerobot_video": f"LeRobot {lr.get('lerobot', '')} {lr.get('video_backend') or ''}, "
+                                  f"{r.get('lerobot_workers')} workers, {where}",
+                 "lerobot_images": f"LeRobot {lr.get('lerobot', '')}, {r.get('lerobot_workers')} workers, {where}",
+                 "tf_data": f"TF {_get(r, 'anchors', 'tf_data', 'tf') or ''}, {where}"}
+        return [(k, v["value"], f"skipped: {skipped[v['anchor']]}" if v["anchor"] in skipped else notes[v["anchor"]])
+                for k, v in r.get("ratios", {}).items()]
     return []
 
 

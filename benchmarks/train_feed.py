@@ -1,19 +1,34 @@
 #!/usr/bin/env python
 """The training feed (``pipelines/train_data.py`` on Ray Data) against a plain ``torch.utils.data.DataLoader`` over
-the same Parquet shards and feature shards, on the same machine, in samples/s.
+the same Parquet shards and feature shards, ``DataLoader(LeRobotDataset)`` and tf.data the Octo/OpenVLA way, on the
+same data in the same run, in samples/s, reported as ratios.
 
-1. Writes a sample RLDS dataset (``--episodes`` × ``--steps``), ingests it, computes ``stats.json`` and features with
-   a random SigLIP of width ``--dim`` (768 = SigLIP-B's feature width), all in this process.
-2. Runs, each for ``--batches`` batches of ``--batch-size`` after ``--warmup`` batches:
+1. Writes a sample RLDS dataset (``--episodes`` × ``--steps`` per split, four 64×64 JPEG cameras), ingests it,
+   computes ``stats.json`` and features with a random SigLIP of width ``--dim`` (768 = SigLIP-B's feature width),
+   all in this process.
+2. Runs, each for ``--batches`` batches of ``--batch-size`` after ``--warmup`` batches, one after the other:
    (a) **vlaflow feed**: ``build_feed`` + ``ray_dataset`` (one read task per shard: chunks assembled inside
        episodes, normalized, features zipped) iterated with ``iter_torch_batches`` — once with the model's
        ``VLAProcessor`` collate (tokenized prompts, tensors: what a training step gets) and once as plain NumPy
        batches (``iter_batches``: the feed alone);
+   (a') the same feed in ``vision="encoder"`` mode: the primary camera's JPEG bytes travel in the batch and the
+       collate decodes them (``VLAProcessor`` → ``decode_frames``: PIL, then the encoder's image processor to
+       ``--image-size``²) — the same work the anchors below do per sample; and as NumPy batches of bytes;
    (b) **DataLoader**: a map-style ``Dataset`` that holds the same shards and feature shards in memory as NumPy
        (read once, untimed) and builds one sample per ``__getitem__`` — chunk gathered inside the episode, masks,
        ``Normalizer`` per sample, as LeRobot/openpi transforms do — ``DataLoader(shuffle=True,
-       num_workers=--workers)`` with the same ``VLAProcessor`` collate, and returning the list of samples.
-3. Prints samples/s of each and the ratios vlaflow / DataLoader.
+       num_workers=--workers)`` with the same ``VLAProcessor`` collate, and returning the list of samples;
+   (c) **DataLoader(LeRobotDataset)**, LeRobot's venv (``feed_anchors/lerobot_loader.py``), on the corpus exported
+       with ``vlaflow export lerobot`` as MP4 video and as image bytes: action chunk of H through
+       ``delta_timestamps``, the primary camera decoded and resized to ``--image-size``²;
+   (d) **tf.data, Octo/dlimp**, TensorFlow's venv (``feed_anchors/tf_data.py``), on the RLDS directory the corpus
+       was ingested from: episodes → normalize → ``chunk_act_obs`` (H) → frames → shuffle → decode + resize the
+       primary camera to ``--image-size``² in a parallel map → batch.
+3. Prints samples/s of each and the ratios vlaflow / anchor: the decoded-frames ratio (feed in encoder mode, frames
+   decoded in its collate, against (c) and (d): the same work) and the encode-once ratio (feed in features mode,
+   precomputed vision features and no decode, against (c) and (d): what skipping the per-step decode is worth to the
+   feed; the encoder's forward pass the anchors' training would still run is not in any of these numbers).
+   An anchor whose interpreter is missing is skipped with its reason (``--tf-python``, ``--lerobot-python``).
 
     .venv/bin/python benchmarks/train_feed.py                       # small: 60 episodes x 20 steps, D=768
     .venv/bin/python benchmarks/train_feed.py --size full --json out.json   # 200 episodes, 600 batches
@@ -22,7 +37,10 @@ the same Parquet shards and feature shards, on the same machine, in samples/s.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +49,9 @@ from pathlib import Path
 import numpy as np
 
 
+HERE = Path(__file__).resolve().parent
+DEFAULT_TF_PYTHON = Path("/work/bench-envs/tf/bin/python")
+DEFAULT_LEROBOT_PYTHON = Path("/work/bench-envs/lerobot/bin/python")
 SIZES = {"tiny": {"episodes": 6, "dim": 32, "batches": 4, "batch_size": 8, "warmup": 1},
          "small": {"episodes": 60, "dim": 768, "batches": 200, "batch_size": 32, "warmup": 5},
          "full": {"episodes": 200, "dim": 768, "batches": 600, "batch_size": 32, "warmup": 5}}
@@ -119,7 +140,9 @@ def _cycle(loader):
 
 
 def _time(it, warmup: int, batches: int, size) -> float:
-    """Samples/s over ``batches`` batches after ``warmup`` (the iterator's start-up is in the warm-up)."""
+    """Samples/s over ``batches`` batches after ``warmup`` (the iterator's start-up is in the warm-up). The iterator
+    is closed after: a Ray Data iterator left open keeps prefetching, and touching Ray after ``ray.shutdown`` ends
+    the process."""
     it = iter(it)
     for _ in range(warmup):
         next(it)
@@ -127,7 +150,50 @@ def _time(it, warmup: int, batches: int, size) -> float:
     n = 0
     for _ in range(batches):
         n += size(next(it))
-    return n / (time.perf_counter() - t0)
+    rate = n / (time.perf_counter() - t0)
+    getattr(it, "close", lambda: None)()
+    return rate
+
+
+def encoder_processor(work: Path, size: int, config: dict, tokenizer):
+    """The ``VLAProcessor`` of a ``vision="encoder"`` model whose encoder's image processor resizes to ``size``²
+    (the frozen encoder itself is never loaded: only its collate is timed)."""
+    from transformers import SiglipImageProcessor, SiglipVisionConfig
+
+    from vlaflow.models.vla import VLAConfig
+    from vlaflow.models.vla.processor import VLAProcessor
+
+    enc = work / f"encoder-{size}"
+    if not (enc / "preprocessor_config.json").exists():
+        SiglipVisionConfig(image_size=size).save_pretrained(enc)
+        SiglipImageProcessor(size={"height": size, "width": size}).save_pretrained(enc)
+    return VLAProcessor(VLAConfig(**config, vision="encoder", vision_encoder=str(enc)), tokenizer)
+
+
+def run_anchor(python: Path, script: str, args: list, work: Path, timeout: float = 1800) -> dict:
+    """One anchor script in its own interpreter; its last JSON line, or {"error": why}."""
+    if not python.exists():
+        return {"skipped": f"{python} not found (see benchmarks/README.md)"}
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled",
+               HF_HOME=str(work / "hf_home"), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    try:
+        p = subprocess.run([str(python), str(HERE / "feed_anchors" / script), *map(str, args)], capture_output=True,
+                           text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(p.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": f"exit {p.returncode}: " + ((p.stderr.strip().splitlines() or ["no output"])[-1])[:300]}
+
+
+def export_lerobot(root: Path, dataset: str, dest: Path, video: bool) -> float:
+    """``vlaflow export lerobot`` (once, untimed for the feed comparison); returns its wall seconds."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "vlaflow.pipelines.cli", "export", "lerobot", str(root), "--dataset", dataset,
+                    "--to", str(dest), "--video" if video else "--images", "--overwrite"], check=True,
+                   capture_output=True)
+    return time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
@@ -141,14 +207,21 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--batches", type=int)
     ap.add_argument("--warmup", type=int)
-    ap.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
+    ap.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (the in-memory baseline)")
     ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--image-size", type=int, default=224,
+                    help="decoded frames are resized to this square by every path that decodes (SigLIP/OpenVLA: 224)")
+    ap.add_argument("--lerobot-workers", type=int, help="DataLoader(LeRobotDataset) workers (default --num-cpus)")
+    ap.add_argument("--shuffle-buffer", type=int, default=10_000, help="tf.data anchor's shuffle buffer, frames")
+    ap.add_argument("--tf-python", type=Path, default=DEFAULT_TF_PYTHON)
+    ap.add_argument("--lerobot-python", type=Path, default=DEFAULT_LEROBOT_PYTHON)
     ap.add_argument("--workdir")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     for k, v in SIZES[a.size].items():
         if getattr(a, k) is None:
             setattr(a, k, v)
+    a.lerobot_workers = a.num_cpus if a.lerobot_workers is None else a.lerobot_workers
 
     import ray
     import torch
@@ -163,33 +236,51 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     root = work / "corpus" if (work / "corpus/features/encoder/manifest.json").exists() else \
         build_corpus(work, a.episodes, a.steps, a.dim)
+    src = work / "src/bridge_dataset/1.0.0"  # the RLDS the corpus was ingested from (write_sample_dataset)
     print(f"corpus ready in {time.perf_counter() - t0:.1f} s: {root}", file=sys.stderr)
     cams = ["primary"]
     cfg = FeedConfig(corpus=str(root), horizon=a.horizon, cameras=cams, epochs=50)
     corpus, feed, schedule = build_feed(cfg)
-    model = VLAModel(VLAConfig(horizon=a.horizon, vision_dim=a.dim, embodiments=["widowx_250"]))
+    model_cfg = dict(horizon=a.horizon, vision_dim=a.dim, embodiments=["widowx_250"])
+    model = VLAModel(VLAConfig(**model_cfg))
     processor = model.processor()
     need = (a.warmup + a.batches) * a.batch_size
     if schedule.total < need:
         raise SystemExit(f"schedule of {schedule.total} samples < {need} needed; more --episodes")
+
+    # encoder mode: same schedule (same corpus, mixture, seed), the primary camera's JPEG bytes instead of features
+    _, enc_feed, enc_schedule = build_feed(FeedConfig(corpus=str(root), horizon=a.horizon, cameras=cams, epochs=50,
+                                                      vision="encoder"))
+    assert [i.shard for i in enc_schedule.items] == [i.shard for i in schedule.items]
+    enc_processor = encoder_processor(work, a.image_size, model_cfg, processor.tokenizer)
+    # its collate alone, one thread, on one read block, before Ray starts: what the collate costs without the
+    # feed's threads beside it in this process (they share the GIL with it)
+    block = {k: v[:a.batch_size] for k, v in enc_feed.read_item(enc_schedule.items[0]).items()}
+    collate_alone = _time(map(Collate(enc_processor), itertools.repeat(block)), a.warmup, min(a.batches, 50),
+                          lambda b: len(b["target"]))
 
     ray.init(address="local", num_cpus=a.num_cpus, object_store_memory=300 << 20, include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     configure_data_context()
     res: dict = {"episodes": a.episodes, "steps": a.steps, "dim": a.dim, "horizon": a.horizon,
                  "batch_size": a.batch_size, "batches": a.batches, "num_cpus": a.num_cpus,
-                 "dataloader_workers": a.workers}
+                 "dataloader_workers": a.workers, "lerobot_workers": a.lerobot_workers, "image_size": a.image_size,
+                 "cameras_decoded": cams, "skipped": {}, "vlaflow_encoder_collate_alone": collate_alone}
 
     def bsize(b):
         return len(b["target"]) if isinstance(b, dict) else len(b)
 
-    ds = ray_dataset(feed, schedule.items)
-    res["vlaflow_feed_collated"] = _time(ds.iter_torch_batches(batch_size=a.batch_size, collate_fn=Collate(processor),
-                                                               drop_last=True, prefetch_batches=2),
-                                         a.warmup, a.batches, bsize)
-    ds = ray_dataset(feed, schedule.items)
-    res["vlaflow_feed_raw"] = _time(ds.iter_batches(batch_size=a.batch_size, batch_format="numpy", drop_last=True,
-                                                    prefetch_batches=2), a.warmup, a.batches, bsize)
+    def feed_runs(feed, proc, tag):
+        ds = ray_dataset(feed, schedule.items)
+        res[f"{tag}_collated"] = _time(ds.iter_torch_batches(batch_size=a.batch_size, collate_fn=Collate(proc),
+                                                             drop_last=True, prefetch_batches=2),
+                                       a.warmup, a.batches, bsize)
+        ds = ray_dataset(feed, schedule.items)
+        res[f"{tag}_raw"] = _time(ds.iter_batches(batch_size=a.batch_size, batch_format="numpy", drop_last=True,
+                                                  prefetch_batches=2), a.warmup, a.batches, bsize)
+
+    feed_runs(feed, processor, "vlaflow_feed")
+    feed_runs(enc_feed, enc_processor, "vlaflow_encoder")
     ray.shutdown()
 
     base = StepDataset(root, a.horizon, cams)
@@ -199,17 +290,56 @@ def main(argv=None) -> int:
                                        a.warmup, a.batches, bsize)
     res["dataloader_raw"] = _time(_cycle(torch.utils.data.DataLoader(base, collate_fn=lambda x: x, **kw)),
                                   a.warmup, a.batches, bsize)
+
+    # the anchors, in their own interpreters, one after the other (Ray is down: nothing else runs)
+    common = ["--horizon", a.horizon, "--batch-size", a.batch_size, "--batches", a.batches, "--warmup", a.warmup,
+              "--image-size", a.image_size]
+    anchors = {}
+    for mode in ("video", "images"):
+        out = work / f"lerobot-{mode}"
+        export_s = export_lerobot(root, sorted(schedule.probabilities)[0], out, mode == "video") \
+            if a.lerobot_python.exists() else None
+        anchors[f"lerobot_{mode}"] = {**run_anchor(a.lerobot_python, "lerobot_loader.py",
+                                                   [out, *common, "--workers", a.lerobot_workers], work),
+                                      "export_s": export_s}
+    anchors["tf_data"] = run_anchor(a.tf_python, "tf_data.py", [src, *common, "--shuffle-buffer", a.shuffle_buffer],
+                                    work)
+    res["anchors"] = anchors
+    for name, r in anchors.items():
+        if "samples_per_s" not in r:
+            res["skipped"][name] = r.get("skipped") or f"failed: {r.get('error')}"
+
+    def ratio(num, anchor):
+        den = anchors[anchor].get("samples_per_s")
+        return {"value": round(res[num] / den, 3) if den else None, "anchor": anchor}
+
     res["ratio_collated"] = res["vlaflow_feed_collated"] / res["dataloader_collated"]
     res["ratio_raw"] = res["vlaflow_feed_raw"] / res["dataloader_raw"]
     res["size"] = a.size
-    res["ratios"] = {"feed+collate over DataLoader+collate, samples/s": round(res["ratio_collated"], 3),
-                     "feed (numpy) over DataLoader (in-memory), samples/s": round(res["ratio_raw"], 3)}
-    for k in ("vlaflow_feed_collated", "dataloader_collated", "vlaflow_feed_raw", "dataloader_raw"):
-        print(f"{k:24s} {res[k]:10.1f} samples/s")
-    print(f"ratio vlaflow/DataLoader: {res['ratio_collated']:.2f}x with the VLAProcessor collate, "
-          f"{res['ratio_raw']:.2f}x without")
+    res["ratios"] = {  # label -> {"value": vlaflow / anchor samples/s, "anchor": name}, in run.py's table as is
+        "train feed + collate / in-memory DataLoader + collate": {"value": round(res["ratio_collated"], 3),
+                                                                  "anchor": "dataloader"},
+        "train feed (NumPy) / in-memory DataLoader (sample lists)": {"value": round(res["ratio_raw"], 3),
+                                                                     "anchor": "dataloader"},
+        "train feed, encoder mode, decoded / DataLoader(LeRobotDataset) MP4": ratio("vlaflow_encoder_collated",
+                                                                                   "lerobot_video"),
+        "train feed, encoder mode, decoded / DataLoader(LeRobotDataset) images": ratio("vlaflow_encoder_collated",
+                                                                                      "lerobot_images"),
+        "train feed, encoder mode, decoded / tf.data (Octo/dlimp)": ratio("vlaflow_encoder_collated", "tf_data"),
+        "train feed, features (encode once) / DataLoader(LeRobotDataset) MP4": ratio("vlaflow_feed_collated",
+                                                                                    "lerobot_video"),
+        "train feed, features (encode once) / tf.data (Octo/dlimp)": ratio("vlaflow_feed_collated", "tf_data"),
+    }
+    for k in ("vlaflow_feed_collated", "dataloader_collated", "vlaflow_feed_raw", "dataloader_raw",
+              "vlaflow_encoder_collated", "vlaflow_encoder_raw", "vlaflow_encoder_collate_alone"):
+        print(f"{k:28s} {res[k]:10.1f} samples/s")
+    for name, r in anchors.items():
+        print(f"{name:28s} {r['samples_per_s']:10.1f} samples/s" if "samples_per_s" in r else
+              f"{name:28s}    skipped: {res['skipped'][name]}")
+    for label, r in res["ratios"].items():
+        print(f"ratio {label}: " + ("-" if r["value"] is None else f"{r['value']:.2f}x"))
     if a.json:
-        text = json.dumps(res, indent=1, sort_keys=True)
+        text = json.dumps(res, indent=1, default=str)
         print(text) if a.json == "-" else Path(a.json).write_text(text)
     return 0
 

@@ -11,9 +11,11 @@ same data in the same run, in samples/s, reported as ratios.
        episodes, normalized, features zipped) iterated with ``iter_torch_batches`` — once with the model's
        ``VLAProcessor`` collate (tokenized prompts, tensors: what a training step gets) and once as plain NumPy
        batches (``iter_batches``: the feed alone);
-   (a') the same feed in ``vision="encoder"`` mode: the primary camera's JPEG bytes travel in the batch and the
-       collate decodes them (``VLAProcessor`` → ``decode_frames``: PIL, then the encoder's image processor to
-       ``--image-size``²) — the same work the anchors below do per sample; and as NumPy batches of bytes;
+   (a') the same feed in ``vision="encoder"`` mode, as the training job runs it: the read tasks decode the primary
+       camera's JPEG bytes and apply the encoder's image processor (to ``--image-size``²), the batch carries
+       ``pixel_values`` and the collate only stacks them — the same work the anchors below do per sample; and, for
+       comparison, the earlier layout in which the bytes travel in the batch and the trainer's collate decodes them
+       (``…_in_collate``);
    (b) **DataLoader**: a map-style ``Dataset`` that holds the same shards and feature shards in memory as NumPy
        (read once, untimed) and builds one sample per ``__getitem__`` — chunk gathered inside the episode, masks,
        ``Normalizer`` per sample, as LeRobot/openpi transforms do — ``DataLoader(shuffle=True,
@@ -37,6 +39,7 @@ same data in the same run, in samples/s, reported as ratios.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -253,6 +256,7 @@ def main(argv=None) -> int:
                                                       vision="encoder"))
     assert [i.shard for i in enc_schedule.items] == [i.shard for i in schedule.items]
     enc_processor = encoder_processor(work, a.image_size, model_cfg, processor.tokenizer)
+    pre_feed = dataclasses.replace(enc_feed, image_processor=enc_processor.config.vision_encoder)  # the job's layout
     # its collate alone, one thread, on one read block, before Ray starts: what the collate costs without the
     # feed's threads beside it in this process (they share the GIL with it)
     block = {k: v[:a.batch_size] for k, v in enc_feed.read_item(enc_schedule.items[0]).items()}
@@ -280,7 +284,8 @@ def main(argv=None) -> int:
                                                   prefetch_batches=2), a.warmup, a.batches, bsize)
 
     feed_runs(feed, processor, "vlaflow_feed")
-    feed_runs(enc_feed, enc_processor, "vlaflow_encoder")
+    feed_runs(pre_feed, enc_processor, "vlaflow_encoder")
+    feed_runs(enc_feed, enc_processor, "vlaflow_encoder_in_collate")
     ray.shutdown()
 
     base = StepDataset(root, a.horizon, cams)
@@ -326,13 +331,17 @@ def main(argv=None) -> int:
         "train feed, encoder mode, decoded / DataLoader(LeRobotDataset) images": ratio("vlaflow_encoder_collated",
                                                                                       "lerobot_images"),
         "train feed, encoder mode, decoded / tf.data (Octo/dlimp)": ratio("vlaflow_encoder_collated", "tf_data"),
+        "train feed, encoder mode: frames decoded in the read tasks / in the trainer's collate": {
+            "value": round(res["vlaflow_encoder_collated"] / res["vlaflow_encoder_in_collate_collated"], 3),
+            "anchor": "the same feed, decode in its collate"},
         "train feed, features (encode once) / DataLoader(LeRobotDataset) MP4": ratio("vlaflow_feed_collated",
                                                                                     "lerobot_video"),
         "train feed, features (encode once) / tf.data (Octo/dlimp)": ratio("vlaflow_feed_collated", "tf_data"),
     }
     for k in ("vlaflow_feed_collated", "dataloader_collated", "vlaflow_feed_raw", "dataloader_raw",
-              "vlaflow_encoder_collated", "vlaflow_encoder_raw", "vlaflow_encoder_collate_alone"):
-        print(f"{k:28s} {res[k]:10.1f} samples/s")
+              "vlaflow_encoder_collated", "vlaflow_encoder_raw", "vlaflow_encoder_in_collate_collated",
+              "vlaflow_encoder_in_collate_raw", "vlaflow_encoder_collate_alone"):
+        print(f"{k:36s} {res[k]:10.1f} samples/s")
     for name, r in anchors.items():
         print(f"{name:28s} {r['samples_per_s']:10.1f} samples/s" if "samples_per_s" in r else
               f"{name:28s}    skipped: {res['skipped'][name]}")

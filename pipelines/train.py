@@ -444,6 +444,8 @@ def run_training(cfg: TrainConfig, num_cpus: int | None = None) -> TrainResult:
     corpus, feed, schedule = build_feed(cfg.data)
     embodiments = sorted({corpus.datasets()[d]["embodiment"] for d in schedule.probabilities})
     mcfg = model_config(cfg, feed, embodiments)
+    if cfg.data.vision == "encoder":  # frames decoded and preprocessed in the read tasks, not the collate
+        feed.image_processor = mcfg.vision_encoder
     fingerprint = data_fingerprint(cfg, feed, schedule)
     rdir = run_dir(cfg)
     resume = latest_checkpoint(rdir)

@@ -221,7 +221,7 @@ class ShardSamples:
 def shard_samples(steps: pa.Table, horizon: int, norm: SampleNormalizer, vision: dict | None = None,
                   images: dict | None = None) -> ShardSamples:
     """Samples of every row of a table of whole episodes (a shard, or one episode). ``vision``: {"vision": [N, C, k,
-    D], "vision_mask": [N, C]}; ``images``: {role: [N] bytes or None}."""
+    D], "vision_mask": [N, C]}; ``images``: {role: [N] frames as stored (bytes, an MP4 reference or None)}."""
     n = steps.num_rows
     ds, emb = strings_to_numpy(steps[Col.DATASET]), strings_to_numpy(steps[Col.EMBODIMENT])
     eps = strings_to_numpy(steps[Col.EPISODE_ID])
@@ -276,26 +276,47 @@ def feature_arrays(reader_arrays, table: pa.Table, roles: list[str], tokens: int
     return {"vision": vis, "vision_mask": vmask}
 
 
-def image_columns(root: Output, table: pa.Table, roles: list[str]) -> dict:
-    """Per camera the step's image bytes (None where absent); MP4 references are decoded and re-encoded as PNG so
-    the sample stays bytes (the encoder's processor decodes either)."""
+def image_columns(table: pa.Table, roles: list[str]) -> dict:
+    """Per camera the step's frame as stored: image bytes, an MP4 reference (a dict) or None."""
     out = {}
     n = table.num_rows
-    reader = None
     for role in roles:
         vals: list = [None] * n
         if Col.IMAGES in table.schema.names and role in table.schema.field(Col.IMAGES).type.names:
             vals = table[Col.IMAGES].combine_chunks().field(role).field("bytes").to_pylist()
         if Col.VIDEOS in table.schema.names and role in table.schema.field(Col.VIDEOS).type.names:
             refs = table[Col.VIDEOS].combine_chunks().field(role).to_pylist()
-            for i, ref in enumerate(refs):
-                if vals[i] is None and ref and ref.get("path"):
-                    from vlaflow.media import FrameReader
-
-                    reader = reader or FrameReader(root.uri)
-                    vals[i] = _png(reader.frame(None, ref))
-        out[role] = np.asarray(vals, object)
+            vals = [ref if v is None and ref and ref.get("path") else v for v, ref in zip(vals, refs)]
+        out[role] = _objects(vals)
     return out
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object array, element by element (np.asarray would stack equal-length bytes or dicts)."""
+    out = np.empty(len(values), object)
+    out[:] = values
+    return out
+
+
+class FrameSource:
+    """Turns a stored frame (bytes or an MP4 reference) into what a sample carries; one video reader per task."""
+
+    def __init__(self, root: str):
+        self.root, self._reader = root, None
+
+    def rgb_or_bytes(self, entry):
+        if not isinstance(entry, dict):
+            return entry
+        if self._reader is None:
+            from vlaflow.media import FrameReader
+
+            self._reader = FrameReader(self.root)
+        return self._reader.frame(None, entry)
+
+    def encoded(self, entry):
+        """Bytes (MP4 frames re-encoded as PNG, so a sample stays bytes; the encoder's processor decodes either)."""
+        frame = self.rgb_or_bytes(entry)
+        return _png(frame) if isinstance(frame, np.ndarray) else frame
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -411,7 +432,40 @@ class Feed:
     features_tokens: int
     features_signature: dict | None = None  # the encoder the features come from (every root the same)
 
+    image_processor: str | None = None  # vision: encoder — the encoder whose preprocessing the read tasks apply
+
     def read_item(self, item: ReadItem) -> dict:
+        """The item's picked samples as one block (cameras as image bytes)."""
+        block = self._picked(item)
+        frames = FrameSource(item.root)
+        for k in [k for k in block if k.startswith("image.")]:
+            block[k] = _objects([frames.encoded(e) for e in block[k]])
+        return block
+
+    def blocks(self, item: ReadItem, max_bytes: int = 64 << 20):
+        """What a read task emits. With ``image_processor`` set (the training job sets it for ``vision: encoder``) the
+        frames are decoded and preprocessed here, in parallel read tasks rather than in the trainer's collate, as
+        ``pixel_values`` [n, C, 3, S, S] + ``vision_mask``, in slices of at most ``max_bytes``; otherwise the block
+        of ``read_item``."""
+        if self.cfg.vision != "encoder" or not self.image_processor:
+            yield self.read_item(item)
+            return
+        from vlaflow.models.vla.vision import preprocess_frames
+
+        block = self._picked(item)
+        keys = sorted(k for k in block if k.startswith("image."))
+        rest = {k: v for k, v in block.items() if k not in keys}
+        frames = FrameSource(item.root)
+        n, start, size = len(block["position"]), 0, 8  # the first slice measures a row's bytes
+        while start < n:
+            stop = min(n, start + size)
+            rows = [[frames.rgb_or_bytes(block[k][i]) for k in keys] for i in range(start, stop)]
+            pv, mask = preprocess_frames(self.image_processor, rows)
+            yield {**{k: v[start:stop] for k, v in rest.items()}, "pixel_values": pv, "vision_mask": mask}
+            size = max(1, max_bytes // max(1, pv.nbytes // len(rows)))
+            start = stop
+
+    def _picked(self, item: ReadItem) -> dict:
         from .features import FeatureReader
 
         root = Output(item.root)
@@ -430,7 +484,7 @@ class Feed:
             extra = [c for c in (Col.IMAGES, Col.VIDEOS) if c in schema.names] if self.cfg.vision == "encoder" else []
             steps = pq.read_table(root.path(item.shard), filesystem=root.fs, columns=cols + extra)
             if self.cfg.vision == "encoder":
-                images = image_columns(root, steps, roles)
+                images = image_columns(steps, roles)
         samples = shard_samples(steps, self.cfg.horizon, norm, vision, images)
         rows = pick(samples.candidates, item.count, item.seed)[item.skip:]
         block = samples.take(rows)
@@ -489,8 +543,8 @@ def ray_dataset(feed: Feed, items: list):
     rows = [{"item": json.dumps(asdict(it))} for it in items]
 
     def read(batch):
-        blocks = [feed.read_item(ReadItem(**json.loads(s))) for s in batch["item"]]
-        return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+        for s in batch["item"]:
+            yield from feed.blocks(ReadItem(**json.loads(s)))
 
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=1, udf_modifying_row_count=True)

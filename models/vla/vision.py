@@ -1,7 +1,8 @@
 """``vision="encoder"``: raw frames through a frozen encoder inside the model (no precomputed features).
 
-The processor decodes each camera's frame (JPEG/PNG bytes or an HxWx3 uint8 array) and applies the
-encoder's own image processor (``decode_frames``); the model runs the frozen encoder
+Each camera's frame (JPEG/PNG bytes or an HxWx3 uint8 array) is decoded and put through the encoder's own
+image processor (``preprocess_frames``): in the training feed's read tasks, or in the collate for frames that
+arrive raw (``decode_frames``, e.g. at predict time); the model runs the frozen encoder
 (``FrozenEncoder.features``) and gets the same [B, cameras, tokens, D] features the features stage
 would have stored — pooled when ``vision_tokens == 1``, else ``vision_tokens`` pooled patch tokens.
 The encoder's weights are not part of the VLA checkpoint: ``vision_encoder`` names them (a local
@@ -42,25 +43,41 @@ def to_rgb(frame) -> np.ndarray:
     return arr
 
 
+def preprocess_frames(encoder: str, frames: list[list]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames per sample per camera (bytes, HxWx3 uint8 or None) → (pixel_values [B, C, 3, S, S] float32,
+    mask [B, C]) by the encoder's own image processor; a missing frame is a black image, masked. The feed's read
+    tasks call this (decoding in parallel, off the trainer), the collate only for frames that arrive raw."""
+    proc = _image_processor(encoder)
+    n_cam = len(frames[0]) if frames else 0
+    flat, mask = [], np.zeros((len(frames), n_cam), bool)
+    blank = np.zeros((32, 32, 3), np.uint8)
+    for i, row in enumerate(frames):
+        for c, img in enumerate(row):
+            flat.append(blank if img is None else to_rgb(img))
+            mask[i, c] = img is not None
+    pv = np.asarray(proc(images=flat, return_tensors="np")["pixel_values"], np.float32)
+    if pv.ndim != 4:
+        raise ValueError(f"vision_encoder {encoder!r}: its image processor gives pixel_values of shape {pv.shape}, "
+                         "not one fixed-size image per frame; use vision: features for this encoder")
+    return pv.reshape(len(frames), n_cam, *pv.shape[1:]), mask
+
+
 def decode_frames(config: VLAConfig, samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pixel_values [B, C, 3, S, S], vision_mask [B, C]); a missing frame is a black image, masked."""
-    proc = _image_processor(config.vision_encoder)
+    """(pixel_values [B, C, 3, S, S], vision_mask [B, C]): stacked when the feed preprocessed them already
+    (``pixel_values`` per sample), else decoded here from ``images``."""
     n_cam = len(config.cameras)
-    frames, mask = [], np.zeros((len(samples), n_cam), bool)
-    blank = None
-    for i, s in enumerate(samples):
-        images = s.get("images") or [None] * n_cam
-        for c in range(n_cam):
-            img = images[c] if c < len(images) else None
-            if img is None:
-                if blank is None:
-                    blank = np.zeros((32, 32, 3), np.uint8)
-                frames.append(blank)
-            else:
-                frames.append(to_rgb(img))
-                mask[i, c] = True
-    pv = proc(images=frames, return_tensors="pt")["pixel_values"]
-    return pv.reshape(len(samples), n_cam, *pv.shape[1:]), torch.from_numpy(mask)
+    if samples and all(s.get("pixel_values") is not None for s in samples):
+        pv = np.stack([np.asarray(s["pixel_values"], np.float32) for s in samples])
+        if pv.shape[1] != n_cam:
+            raise ValueError(f"pixel_values hold {pv.shape[1]} cameras, the model has {n_cam} ({', '.join(config.cameras)})")
+        mask = np.stack([np.asarray(s["vision_mask"], bool) for s in samples])
+        return torch.from_numpy(pv), torch.from_numpy(mask)
+    frames = []
+    for s in samples:
+        images = list(s.get("images") or [])[:n_cam]
+        frames.append(images + [None] * (n_cam - len(images)))
+    pv, mask = preprocess_frames(config.vision_encoder, frames)
+    return torch.from_numpy(pv), torch.from_numpy(mask)
 
 
 class FrozenEncoder(nn.Module):

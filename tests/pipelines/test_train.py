@@ -314,6 +314,62 @@ def test_trains_from_raw_frames_without_features(mixed, ray_local):
     assert cfg["vision"] == "encoder"
 
 
+@pytest.fixture(scope="module")
+def mp4_root(mixed):
+    """The same EgoDex episodes stored as MP4 (``storage=mp4``): frames are video references."""
+    from vlaflow.converters.base import ConverterOptions
+
+    tmp, _ = mixed
+    root = tmp / "ego_mp4"
+    run_ingest(IngestConfig("egodex", str(tmp / "ego"), str(root), ConverterOptions(extra={"storage": "mp4"}),
+                            executor="local"))
+    run_stats(str(root), executor="local")
+    return root
+
+
+@pytest.mark.parametrize("which", ["mixed", "mp4"])
+def test_read_tasks_preprocess_frames_exactly_as_the_collate_would(mixed, mp4_root, which):
+    """With the encoder named, a read task emits the encoder's pixel_values (JPEG bytes and MP4 frames alike), in
+    slices under the byte budget, equal to decoding the same samples' image bytes in the collate."""
+    import dataclasses
+
+    from vlaflow.models.vla import VLAConfig
+    from vlaflow.models.vla.vision import decode_frames
+
+    tmp, root = mixed
+    root = root if which == "mixed" else mp4_root
+    cams = ["wrist", "primary"]
+    _, feed, sch = build_feed(FeedConfig(corpus=str(root), vision="encoder", cameras=cams, horizon=H))
+    pre = dataclasses.replace(feed, image_processor=str(tmp / "sig"))
+    cfg = VLAConfig(vision="encoder", vision_encoder=str(tmp / "sig"), vision_dim=32, cameras=tuple(cams), horizon=H)
+    seen = set()
+    for item in sch.items:
+        if item.dataset in seen:
+            continue
+        seen.add(item.dataset)
+        ref = feed.read_item(item)
+        slices = list(pre.blocks(item, max_bytes=3 * 2 * 3 * 32 * 32 * 4))  # three rows' pixels per slice
+        sizes = [len(b["position"]) for b in slices]  # the first slice (8 rows) measures a row's bytes
+        n = len(ref["position"])
+        assert sum(sizes) == n and sizes[0] == min(8, n) and all(x <= 3 for x in sizes[1:])
+        assert len(sizes) > 3 or which == "mp4"  # the mp4 root's items are a few rows each
+        assert not any(k.startswith("image.") for b in slices for k in b)
+        got = {k: np.concatenate([b[k] for b in slices]) for k in slices[0]}
+        np.testing.assert_array_equal(got["position"], ref["position"])
+        np.testing.assert_array_equal(got["target"], ref["target"])
+        want_pv, want_mask = decode_frames(cfg, block_to_samples(ref))
+        np.testing.assert_array_equal(got["pixel_values"], want_pv.numpy())
+        np.testing.assert_array_equal(got["vision_mask"], want_mask.numpy())
+        assert got["vision_mask"][:, 1].all()  # every dataset here has a primary camera
+        stacked, mask = decode_frames(cfg, block_to_samples(got))  # the collate only stacks them now
+        assert torch.equal(stacked, want_pv) and torch.equal(mask, want_mask)
+    if which == "mixed":
+        assert {"bridge_dataset", "egodex"} <= seen
+    else:
+        item = sch.items[0]
+        assert any(isinstance(v, dict) for v in pre._picked(item)["image.01.primary"])  # references, decoded in the task
+
+
 def test_predict_refuses_features_of_another_encoder(trained, tmp_path):
     """The same corpus with its features recomputed by another encoder under the same key: refused in one line."""
     import shutil

@@ -442,10 +442,11 @@ class Feed:
             block[k] = _objects([frames.encoded(e) for e in block[k]])
         return block
 
-    def blocks(self, item: ReadItem, max_bytes: int = 64 << 20):
+    def blocks(self, item: ReadItem, max_bytes: int = 16 << 20):
         """What a read task emits. With ``image_processor`` set (the training job sets it for ``vision: encoder``) the
         frames are decoded and preprocessed here, in parallel read tasks rather than in the trainer's collate, as
-        ``pixel_values`` [n, C, 3, S, S] + ``vision_mask``, in slices of at most ``max_bytes``; otherwise the block
+        ``pixel_values`` [n, C, 3, S, S] (uint8: the model normalizes them) + ``vision_mask``, in slices of at most
+        ``max_bytes``; otherwise the block
         of ``read_item``."""
         if self.cfg.vision != "encoder" or not self.image_processor:
             yield self.read_item(item)

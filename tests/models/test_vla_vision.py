@@ -98,3 +98,25 @@ def test_encoder_checkpoint_predicts_from_images(setup, tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert any(not np.array_equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("kind", ["siglip", "clip"])
+def test_uint8_pixels_normalized_in_the_model_equal_the_processor_bit_for_bit(setup, tmp_path, kind):
+    """Frames leave preprocessing as uint8 (resize/crop only); the model's PixelNormalizer gives exactly the float32
+    the encoder's own processor would (SigLIP: plain resize; CLIP: shortest-edge resize + center crop)."""
+    from transformers import AutoImageProcessor, CLIPImageProcessor, CLIPVisionConfig
+
+    from vlaflow.models.vla.vision import PixelNormalizer, preprocess_frames
+
+    enc, _, frames, _ = setup
+    if kind == "clip":
+        enc = str(tmp_path / "clip")
+        CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, num_attention_heads=4).save_pretrained(enc)
+        CLIPImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}).save_pretrained(enc)
+    pv, mask = preprocess_frames(enc, [[png(frames[0]), frames[1]], [frames[2], None]])
+    assert pv.dtype == np.uint8 and pv.shape == (2, 2, 3, 32, 32) and mask.tolist() == [[True, True], [True, False]]
+    proc = AutoImageProcessor.from_pretrained(enc)
+    want = proc(images=[frames[0], frames[1], frames[2]], return_tensors="np")["pixel_values"]
+    got = PixelNormalizer(enc)(torch.from_numpy(pv).flatten(0, 1)[:3]).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)

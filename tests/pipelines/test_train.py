@@ -348,7 +348,7 @@ def test_read_tasks_preprocess_frames_exactly_as_the_collate_would(mixed, mp4_ro
             continue
         seen.add(item.dataset)
         ref = feed.read_item(item)
-        slices = list(pre.blocks(item, max_bytes=3 * 2 * 3 * 32 * 32 * 4))  # three rows' pixels per slice
+        slices = list(pre.blocks(item, max_bytes=3 * 2 * 3 * 32 * 32))  # three rows' uint8 pixels per slice
         sizes = [len(b["position"]) for b in slices]  # the first slice (8 rows) measures a row's bytes
         n = len(ref["position"])
         assert sum(sizes) == n and sizes[0] == min(8, n) and all(x <= 3 for x in sizes[1:])

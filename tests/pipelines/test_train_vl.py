@@ -103,10 +103,10 @@ def test_the_feed_yields_the_schedule_in_order_even_when_an_early_read_is_slow(r
         def __init__(self, inner):
             self.inner = inner
 
-        def read_item(self, item):
+        def blocks(self, item):
             if item.position == 0:
                 time.sleep(1.5)
-            return self.inner.read_item(item)
+            yield from self.inner.blocks(item)
 
     positions = np.concatenate([b["position"] for b in ray_dataset(SlowFirst(feed), sch.items).iter_batches(
         batch_size=None, batch_format="numpy")])

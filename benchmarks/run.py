@@ -99,8 +99,8 @@ def rows_of(name: str, r: dict) -> list[tuple[str, object, str]]:
                                   f"{r.get('lerobot_workers')} workers, {where}",
                  "lerobot_images": f"LeRobot {lr.get('lerobot', '')}, {r.get('lerobot_workers')} workers, {where}",
                  "tf_data": f"TF {_get(r, 'anchors', 'tf_data', 'tf') or ''}, {where}"}
-        return [(k, v["value"], f"skipped: {skipped[v['anchor']]}" if v["anchor"] in skipped else notes.get(v["anchor"], v["anchor"]))
-                for k, v in r.get("ratios", {}).items()]
+        return [(k, v["value"], f"skipped: {skipped[v['anchor']]}" if v["anchor"] in skipped
+                 else notes.get(v["anchor"], v["anchor"])) for k, v in r.get("ratios", {}).items()]
     return []
 
 

@@ -431,7 +431,6 @@ class Feed:
     features_dim: int
     features_tokens: int
     features_signature: dict | None = None  # the encoder the features come from (every root the same)
-
     image_processor: str | None = None  # vision: encoder — the encoder whose preprocessing the read tasks apply
 
     def read_item(self, item: ReadItem) -> dict:
@@ -446,8 +445,7 @@ class Feed:
         """What a read task emits. With ``image_processor`` set (the training job sets it for ``vision: encoder``) the
         frames are decoded and preprocessed here, in parallel read tasks rather than in the trainer's collate, as
         ``pixel_values`` [n, C, 3, S, S] (uint8: the model normalizes them) + ``vision_mask``, in slices of at most
-        ``max_bytes``; otherwise the block
-        of ``read_item``."""
+        ``max_bytes``; otherwise the block of ``read_item``."""
         if self.cfg.vision != "encoder" or not self.image_processor:
             yield self.read_item(item)
             return
